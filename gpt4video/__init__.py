@@ -1,0 +1,1 @@
+"""Process-level glue shared by the API and the workers: settings, job store, CLI."""

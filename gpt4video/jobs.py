@@ -1,0 +1,158 @@
+"""Video-generation job records and the RQ queue they travel on.
+
+A job record lives in a Redis hash `g4v:job:<id>` independently of RQ's own job
+(whose result expires after `t2v_result_ttl_s`). The API reads records; the t2v
+worker updates them. RQ's job id is the record id, so either side can find the other.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from typing import Any
+
+import redis
+from rq import Queue, Retry
+
+T2V_QUEUE = "t2v"
+RENDER_FUNC = "workers.t2v_worker.render_video"
+_KEY = "g4v:job:{}"
+
+
+class JobStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    REFUSED = "refused"
+    EXPIRED = "expired"
+
+    @property
+    def is_final(self) -> bool:
+        return self in {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.REFUSED, JobStatus.EXPIRED}
+
+
+class JobNotFound(KeyError):
+    """No job record with that id (or it belongs to another API key)."""
+
+
+@dataclass
+class VideoParams:
+    """Per-job generation parameters; `None` means the pipeline's own default."""
+
+    num_frames: int | None = None
+    height: int | None = None
+    width: int | None = None
+    fps: int | None = None
+    num_inference_steps: int | None = None
+    guidance_scale: float | None = None
+    negative_prompt: str | None = None
+    seed: int | None = None
+
+
+@dataclass
+class JobRecord:
+    id: str
+    owner: str
+    caption: str
+    params: dict[str, Any] = field(default_factory=dict)
+    status: JobStatus = JobStatus.QUEUED
+    progress: dict[str, int] = field(default_factory=lambda: {"step": 0, "total": 0})
+    result: dict[str, Any] | None = None
+    error: dict[str, str] | None = None
+    created_at: float = field(default_factory=time.time)
+    updated_at: float = field(default_factory=time.time)
+
+    def to_redis(self) -> dict[str, str]:
+        raw = asdict(self)
+        out: dict[str, str] = {}
+        for key, value in raw.items():
+            out[key] = value if isinstance(value, str) else json.dumps(value)
+        out["status"] = str(self.status)
+        return out
+
+    @classmethod
+    def from_redis(cls, raw: dict[bytes, bytes] | dict[str, str]) -> JobRecord:
+        data = {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
+                for k, v in raw.items()}
+        return cls(
+            id=data["id"],
+            owner=data["owner"],
+            caption=data["caption"],
+            params=json.loads(data.get("params", "{}")),
+            status=JobStatus(data.get("status", "queued")),
+            progress=json.loads(data.get("progress", '{"step": 0, "total": 0}')),
+            result=json.loads(data.get("result", "null")),
+            error=json.loads(data.get("error", "null")),
+            created_at=float(json.loads(data.get("created_at", "0"))),
+            updated_at=float(json.loads(data.get("updated_at", "0"))),
+        )
+
+
+class JobStore:
+    """CRUD over job records. Explicit connection; no module globals."""
+
+    def __init__(self, connection: redis.Redis, record_ttl_s: int) -> None:
+        self.redis = connection
+        self.record_ttl_s = record_ttl_s
+
+    def create(self, record: JobRecord) -> None:
+        key = _KEY.format(record.id)
+        pipe = self.redis.pipeline()
+        pipe.hset(key, mapping=record.to_redis())
+        pipe.expire(key, self.record_ttl_s)
+        pipe.execute()
+
+    def get(self, job_id: str, owner: str | None = None) -> JobRecord:
+        raw = self.redis.hgetall(_KEY.format(job_id))
+        if not raw:
+            raise JobNotFound(job_id)
+        record = JobRecord.from_redis(raw)
+        if owner is not None and record.owner != owner:
+            raise JobNotFound(job_id)
+        return record
+
+    def update(self, job_id: str, **fields: Any) -> None:
+        """Set some fields (status, progress, result, error) of an existing record."""
+        fields["updated_at"] = time.time()
+        encoded = {k: (str(v) if isinstance(v, StrEnum) else v if isinstance(v, str) else json.dumps(v))
+                   for k, v in fields.items()}
+        key = _KEY.format(job_id)
+        if not self.redis.exists(key):
+            raise JobNotFound(job_id)
+        self.redis.hset(key, mapping=encoded)
+
+
+def new_job_id() -> str:
+    return uuid.uuid4().hex
+
+
+def enqueue_video_job(
+    store: JobStore,
+    *,
+    caption: str,
+    owner: str,
+    params: VideoParams,
+    job_timeout_s: int,
+    retries: int,
+    result_ttl_s: int,
+) -> JobRecord:
+    """Write the job record, then put the render job on the RQ `t2v` queue."""
+    record = JobRecord(id=new_job_id(), owner=owner, caption=caption,
+                       params={k: v for k, v in asdict(params).items() if v is not None})
+    store.create(record)
+    queue = Queue(T2V_QUEUE, connection=store.redis)
+    queue.enqueue_call(
+        RENDER_FUNC,
+        args=(record.id,),
+        job_id=record.id,
+        timeout=job_timeout_s,
+        result_ttl=result_ttl_s,
+        failure_ttl=result_ttl_s,
+        retry=Retry(max=retries) if retries > 0 else None,
+        description=f"t2v {record.id}",
+    )
+    return record

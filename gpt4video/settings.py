@@ -1,0 +1,111 @@
+"""One `Settings` object shared by every process (api, llm-worker, t2v-worker, CLI).
+
+Values come from the environment (or a `.env` file). Startup fails fast with a
+message naming the bad setting; see `load_settings`.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class SettingsError(RuntimeError):
+    """A setting is missing or invalid; the message names it and says what to do."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    # --- wiring -----------------------------------------------------------------------
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    data_dir: Path = Path("data")
+    # Checkpoint directory for the LLM worker. Empty: the local default checkpoint
+    # (the bundled trained one if present, else a tiny random one built on first use).
+    model_dir: Path | None = None
+    # Diffusers pipeline directory for the t2v worker. Empty: a tiny pipeline built
+    # under DATA_DIR on first use.
+    t2v_model_dir: Path | None = None
+    # Trained text-moderation head; empty: the one shipped in the package.
+    safety_head_path: Path | None = None
+    safety_enabled: bool = True
+
+    # --- api --------------------------------------------------------------------------
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(default=8000, ge=1, le=65535)
+    # Comma-separated bearer keys. Empty: no authentication (every caller is "anonymous").
+    api_keys: str = ""
+    max_upload_bytes: int = Field(default=200 * 1024 * 1024, ge=1)
+    max_video_seconds: float = Field(default=600.0, gt=0)
+    max_video_pixels: int = Field(default=3840 * 2160, ge=1)
+    probe_timeout_s: float = Field(default=20.0, gt=0)
+    probe_memory_mb: int = Field(default=1024, ge=64)
+    max_messages: int = Field(default=64, ge=1)
+    max_prompt_chars: int = Field(default=8000, ge=1)
+    max_pending_llm_requests: int = Field(default=256, ge=1)
+
+    # --- llm worker -------------------------------------------------------------------
+    engine: Literal["hf", "vllm"] = "hf"
+    device: str = "cpu"
+    llm_request_timeout_s: float = Field(default=120.0, gt=0)
+    llm_max_batch: int = Field(default=16, ge=1)
+    # How long a request may sit claimed by a silent worker before another takes it.
+    llm_claim_idle_s: float = Field(default=30.0, gt=0)
+    heartbeat_interval_s: float = Field(default=2.0, gt=0)
+    heartbeat_ttl_s: float = Field(default=10.0, gt=0)
+    feature_cache_size: int = Field(default=256, ge=0)
+    vllm_gpu_memory_utilization: float = Field(default=0.85, gt=0, le=1)
+    vllm_max_model_len: int = Field(default=4096, ge=64)
+    vllm_max_num_seqs: int = Field(default=64, ge=1)
+    vllm_dtype: str = "auto"
+    vllm_tensor_parallel_size: int = Field(default=1, ge=1)
+
+    # --- video jobs -------------------------------------------------------------------
+    t2v_job_timeout_s: int = Field(default=600, ge=1)
+    t2v_job_retries: int = Field(default=1, ge=0)
+    t2v_result_ttl_s: int = Field(default=7 * 24 * 3600, ge=1)
+    job_record_ttl_s: int = Field(default=7 * 24 * 3600, ge=1)
+    t2v_device: str = "cpu"
+    t2v_dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+    t2v_cpu_offload: bool = False
+    t2v_vae_slicing: bool = False
+    t2v_vae_tiling: bool = False
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str) -> str:
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
+
+    @property
+    def api_key_set(self) -> frozenset[str]:
+        return frozenset(k.strip() for k in self.api_keys.split(",") if k.strip())
+
+    @property
+    def videos_dir(self) -> Path:
+        return self.data_dir / "videos"
+
+    @property
+    def outputs_dir(self) -> Path:
+        return self.data_dir / "outputs"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build settings from the environment; raise `SettingsError` naming each bad key."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']).upper()}: {err['msg']}" for err in exc.errors()
+        )
+        raise SettingsError(f"invalid configuration: {problems}") from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return load_settings()

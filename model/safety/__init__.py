@@ -1,0 +1,1 @@
+"""Safety policy: text moderation for turns and captions, frame checks for videos."""
