@@ -74,6 +74,15 @@ class Settings(BaseSettings):
     t2v_cpu_offload: bool = False
     t2v_vae_slicing: bool = False
     t2v_vae_tiling: bool = False
+    # Output frame check: "module:factory" returning a model.safety.base.FrameChecker.
+    # Empty: PassThroughFrameChecker (flags nothing, reports itself inactive).
+    t2v_frame_checker: str = ""
+    t2v_safety_sample_frames: int = Field(default=8, ge=1)
+    # A running job's RQ registry entry lives this long without a heartbeat from its
+    # worker; after that a worker's maintenance (or the API's reconcile) retries or fails it.
+    t2v_heartbeat_ttl_s: int = Field(default=30, ge=2)
+    # How often an idle t2v worker cleans RQ registries (finds abandoned jobs).
+    t2v_maintenance_interval_s: int = Field(default=30, ge=1)
 
     @field_validator("redis_url")
     @classmethod

@@ -30,7 +30,7 @@ class MiniLMEncoder:
         self.device = device
 
     @cached_property
-    def _model(self):  # noqa: ANN202 - sentence_transformers type, imported lazily
+    def _model(self):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         from sentence_transformers import SentenceTransformer
 

@@ -1,0 +1,67 @@
+"""The language model: a transformers causal LM (LLaMA family) carrying a PEFT LoRA.
+
+The adapter is a plain PEFT LoRA (no `modules_to_save`) so vLLM can load the same
+directory. Reference: r=16, alpha=16, dropout 0.1 on q_proj and v_proj.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model
+from torch import nn
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+@dataclass(frozen=True)
+class LLMConfig:
+    path: str = "llm"  # transformers model + tokenizer dir (relative to the checkpoint, or absolute)
+    dtype: str = "float32"
+
+
+@dataclass(frozen=True)
+class LoRASettings:
+    path: str = "lora"  # PEFT adapter dir (relative to the checkpoint, or absolute)
+    r: int = 16
+    alpha: int = 16
+    dropout: float = 0.1
+    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
+
+
+def torch_dtype(name: str) -> torch.dtype:
+    if name not in DTYPES:
+        raise ValueError(f"llm.dtype {name!r} is not one of {sorted(DTYPES)}")
+    return DTYPES[name]
+
+
+def load_base_llm(path: Path, dtype: str, device: str) -> tuple[nn.Module, PreTrainedTokenizerBase]:
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype(dtype), local_files_only=True)
+    return model.to(device), tokenizer
+
+
+def attach_new_lora(base: nn.Module, cfg: LoRASettings) -> PeftModel:
+    lora = LoraConfig(
+        r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
+        target_modules=list(cfg.target_modules), bias="none", task_type="CAUSAL_LM",
+    )
+    return get_peft_model(base, lora)
+
+
+def load_lora(base: nn.Module, adapter_dir: Path, trainable: bool = False) -> PeftModel:
+    return PeftModel.from_pretrained(base, adapter_dir, is_trainable=trainable)
+
+
+def base_state_dict(peft_model: PeftModel) -> dict[str, torch.Tensor]:
+    """The base model's own weights, with PEFT's wrapping undone (for saving the base)."""
+    base = peft_model.get_base_model()
+    clean: dict[str, torch.Tensor] = {}
+    for name, tensor in base.state_dict().items():
+        if "lora_" in name:
+            continue
+        clean[name.replace(".base_layer.", ".")] = tensor
+    return clean

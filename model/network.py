@@ -1,0 +1,198 @@
+"""GPT4VideoModel: frames -> CLIP tokens -> abstractor -> video tokens spliced into the LLM.
+
+Read top to bottom: `encode_frames` (vision + abstractor), `build_sequence` (one
+conversation -> embeddings with video tokens at their placeholders, and labels),
+`collate` (pad a batch), `loss` (training forward).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from peft import PeftModel
+from torch import nn
+from transformers import PreTrainedTokenizerBase
+
+from model.abstractor import VideoAbstractor
+from model.engine.base import Turn
+from model.prompt import PromptConfig, Segment, render
+from model.vision import FrameEncoder
+
+IGNORE_INDEX = -100
+VIDEO_TOKEN = -1  # marks video positions in `SequenceInputs.token_ids`
+
+
+class MissingVideoFeatures(KeyError):
+    """A turn references a video whose features were not supplied."""
+
+
+@dataclass
+class SequenceInputs:
+    """One rendered conversation, ready to batch."""
+
+    inputs_embeds: torch.Tensor  # (L, D)
+    labels: torch.Tensor  # (L,) token id on assistant text, IGNORE_INDEX elsewhere
+    token_ids: list[int]  # (L,) token ids, VIDEO_TOKEN at video positions
+    video_spans: list[tuple[int, int]] = field(default_factory=list)  # [start, end) each video
+
+
+@dataclass
+class Batch:
+    inputs_embeds: torch.Tensor  # (B, L, D)
+    attention_mask: torch.Tensor  # (B, L) 1 real, 0 padding
+    position_ids: torch.Tensor  # (B, L)
+    labels: torch.Tensor  # (B, L)
+
+
+class GPT4VideoModel(nn.Module):
+    def __init__(
+        self,
+        vision: FrameEncoder,
+        abstractor: VideoAbstractor,
+        llm: PeftModel,
+        tokenizer: PreTrainedTokenizerBase,
+        prompt: PromptConfig,
+    ) -> None:
+        super().__init__()
+        self.vision = vision
+        self.abstractor = abstractor
+        self.llm = llm
+        self.tokenizer = tokenizer
+        self.prompt = prompt
+        if tokenizer.eos_token_id is None:
+            raise ValueError("the tokenizer has no EOS token; the assistant turn cannot end")
+
+    @property
+    def device(self) -> torch.device:
+        return self.abstractor.out_proj.weight.device
+
+    @property
+    def num_video_tokens(self) -> int:
+        return self.abstractor.cfg.num_tokens
+
+    def embed_tokens(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.llm.get_input_embeddings()(ids)  # (..., D)
+
+    # -- 1. video -> tokens --------------------------------------------------------------
+    def encode_frames(self, frames: torch.Tensor) -> torch.Tensor:
+        """uint8 frames `(B, T, H, W, 3)` -> F_video `(B, Nt+Ns, D_llm)`."""
+        fv = self.vision(frames.to(self.device))  # (B, T, P, C)
+        fv = fv.to(self.abstractor.input_proj.weight.dtype)
+        return self.abstractor(fv)  # (B, Nq, D_llm)
+
+    # -- 2. conversation -> embeddings + labels ---------------------------------------------
+    def tokenize_segments(self, segments: Sequence[Segment]) -> list[tuple[Segment, list[int]]]:
+        out = []
+        for seg in segments:
+            if seg.kind == "text":
+                out.append((seg, self.tokenizer.encode(seg.text, add_special_tokens=False)))
+            elif seg.kind == "eos":
+                out.append((seg, [self.tokenizer.eos_token_id]))
+            else:
+                out.append((seg, []))
+        return out
+
+    def build_sequence(
+        self,
+        turns: Sequence[Turn],
+        video_features: Mapping[str, torch.Tensor],
+        add_generation_prompt: bool,
+    ) -> SequenceInputs:
+        """Video features are `(Nq, D_llm)` each, keyed by the ids the turns reference."""
+        segments = render(turns, self.prompt, add_generation_prompt)
+        pieces: list[torch.Tensor] = []
+        labels: list[int] = []
+        token_ids: list[int] = []
+        spans: list[tuple[int, int]] = []
+        bos = self.tokenizer.bos_token_id
+        if bos is not None:
+            token_ids.append(bos)
+            labels.append(IGNORE_INDEX)
+        pending: list[int] = list(token_ids)
+
+        def flush() -> None:
+            if pending:
+                ids = torch.tensor(pending, dtype=torch.long, device=self.device)
+                pieces.append(self.embed_tokens(ids))  # (n, D)
+                pending.clear()
+
+        for seg, ids in self.tokenize_segments(segments):
+            if seg.kind == "video":
+                if seg.video_id not in video_features:
+                    raise MissingVideoFeatures(seg.video_id)
+                flush()
+                feats = video_features[seg.video_id]  # (Nq, D)
+                start = len(token_ids)
+                pieces.append(feats.to(self.device, self.llm.get_input_embeddings().weight.dtype))
+                token_ids.extend([VIDEO_TOKEN] * feats.shape[0])
+                labels.extend([IGNORE_INDEX] * feats.shape[0])
+                spans.append((start, len(token_ids)))
+                continue
+            pending.extend(ids)
+            token_ids.extend(ids)
+            labels.extend(ids if seg.trainable else [IGNORE_INDEX] * len(ids))
+        flush()
+        embeds = torch.cat(pieces, dim=0)  # (L, D)
+        return SequenceInputs(
+            inputs_embeds=embeds,
+            labels=torch.tensor(labels, dtype=torch.long, device=self.device),
+            token_ids=token_ids,
+            video_spans=spans,
+        )
+
+    def prompt_embeds(
+        self, turns: Sequence[Turn], video_features: Mapping[str, torch.Tensor]
+    ) -> torch.Tensor:
+        """The prompt for generation as embeddings `(L, D)` (what vLLM's prompt_embeds takes)."""
+        return self.build_sequence(turns, video_features, add_generation_prompt=True).inputs_embeds
+
+    # -- 3. batch ------------------------------------------------------------------------
+    @staticmethod
+    def collate(sequences: Sequence[SequenceInputs], padding_side: str = "right") -> Batch:
+        """Pad to the longest; left padding for generation, right for training."""
+        longest = max(s.inputs_embeds.shape[0] for s in sequences)
+        dim = sequences[0].inputs_embeds.shape[1]
+        ref = sequences[0].inputs_embeds
+        b = len(sequences)
+        embeds = ref.new_zeros((b, longest, dim))  # (B, L, D)
+        mask = torch.zeros((b, longest), dtype=torch.long, device=ref.device)  # (B, L)
+        labels = torch.full((b, longest), IGNORE_INDEX, dtype=torch.long, device=ref.device)
+        for i, s in enumerate(sequences):
+            n = s.inputs_embeds.shape[0]
+            sl = slice(longest - n, longest) if padding_side == "left" else slice(0, n)
+            embeds[i, sl] = s.inputs_embeds
+            mask[i, sl] = 1
+            labels[i, sl] = s.labels
+        position_ids = (mask.cumsum(dim=1) - 1).clamp(min=0)  # (B, L)
+        return Batch(embeds, mask, position_ids, labels)
+
+    # -- 4. training forward ------------------------------------------------------------
+    def loss(self, batch: Batch) -> torch.Tensor:
+        """Mean next-token loss over assistant text tokens only."""
+        out = self.llm(
+            inputs_embeds=batch.inputs_embeds,
+            attention_mask=batch.attention_mask,
+            position_ids=batch.position_ids,
+            use_cache=False,
+        )
+        logits = out.logits[:, :-1, :].float()  # (B, L-1, V)
+        targets = batch.labels[:, 1:]  # (B, L-1)
+        return nn.functional.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE_INDEX
+        )
+
+    def set_training_mode(self, train_abstractor: bool = True, train_lora: bool = True) -> None:
+        """Freeze everything but the abstractor and/or the LoRA matrices."""
+        self.requires_grad_(False)
+        self.vision.freeze()
+        if train_abstractor:
+            self.abstractor.requires_grad_(True)
+        if train_lora:
+            for name, param in self.llm.named_parameters():
+                if "lora_" in name:
+                    param.requires_grad_(True)
+
+    def trainable_parameter_names(self) -> list[str]:
+        return [n for n, p in self.named_parameters() if p.requires_grad]
