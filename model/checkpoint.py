@@ -148,6 +148,7 @@ def load_checkpoint(directory: str | Path, device: str = "cpu", trainable_lora: 
     llm = load_lora(base, _resolve(root, config.lora.path), trainable=trainable_lora)
     model = GPT4VideoModel(vision, abstractor, llm, tokenizer, config.prompt)
     model.config = config  # type: ignore[assignment]
+    model.checkpoint_dir = root  # type: ignore[assignment]
     model.eval()
     log.info("loaded checkpoint %s (%d video tokens)", root, config.abstractor.num_tokens)
     return model

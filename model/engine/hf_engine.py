@@ -209,13 +209,15 @@ class HFEngine:
                 text = text[:cut]
                 row.finish = "stop"
                 break
+        # Checked before the UTF-8 wait below, or a row whose last allowed token is half a
+        # character would run past max_new_tokens (and differ from the same request alone).
+        if row.finish is None and len(row.tokens) >= req.sampling.max_new_tokens:
+            row.finish = "length"
         if text.endswith("\ufffd") and row.finish is None:
             return  # an incomplete UTF-8 sequence: emit it once it is whole
         if on_delta and len(text) > len(row.text) and text.startswith(row.text):
             on_delta(req.request_id, text[len(row.text):])
         row.text = text
-        if row.finish is None and len(row.tokens) >= req.sampling.max_new_tokens:
-            row.finish = "length"
 
     def _result(self, row: _Row) -> GenerationResult:
         parsed = parse_reply(row.text)

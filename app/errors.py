@@ -1,0 +1,106 @@
+"""One error envelope for every failure: `{"error": {"type", "message", "code"}}`.
+
+Routes raise `APIError` subclasses; the handlers below also turn validation errors,
+unknown routes and a lost Redis into the same envelope, so no client ever sees a stack
+trace or a 500 for its own mistake.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger("gpt4video.api")
+
+
+class APIError(Exception):
+    status = 400
+    type = "invalid_request"
+
+    def __init__(self, message: str, code: str | None = None, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code or self.type
+        self.headers = headers
+
+
+class BadRequest(APIError):
+    status, type = 400, "invalid_request"
+
+
+class Unauthorized(APIError):
+    status, type = 401, "unauthorized"
+
+
+class NotFound(APIError):
+    status, type = 404, "not_found"
+
+
+class PayloadTooLarge(APIError):
+    status, type = 413, "payload_too_large"
+
+
+class UnsupportedMedia(APIError):
+    status, type = 415, "unsupported_media"
+
+
+class Unprocessable(APIError):
+    status, type = 422, "unprocessable"
+
+
+class TooManyRequests(APIError):
+    status, type = 429, "rate_limited"
+
+
+class ServiceUnavailable(APIError):
+    status, type = 503, "service_unavailable"
+
+
+class GatewayTimeout(APIError):
+    status, type = 504, "timeout"
+
+
+def envelope(status: int, type_: str, message: str, code: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"type": type_, "message": message, "code": code}}, status_code=status,
+                        headers=headers)
+
+
+def _validation_message(exc: RequestValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:5]:
+        loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
+        parts.append(f"{loc or 'body'}: {err.get('msg')}")
+    return "; ".join(parts) or "invalid request"
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(APIError)
+    async def _api_error(_: Request, exc: APIError) -> JSONResponse:
+        return envelope(exc.status, exc.type, exc.message, exc.code, exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return envelope(422, "invalid_request", _validation_message(exc), "validation_error")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        type_ = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized"}.get(exc.status_code, "http_error")
+        return envelope(exc.status_code, type_, str(exc.detail), type_)
+
+    @app.exception_handler(RedisConnectionError)
+    @app.exception_handler(RedisTimeoutError)
+    async def _redis_down(_: Request, exc: Exception) -> JSONResponse:
+        log.error("redis unavailable: %s", exc)
+        return envelope(503, "service_unavailable", "the job store (Redis) is unreachable; retry shortly",
+                        "redis_unavailable", {"Retry-After": "5"})
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error")
+        return envelope(500, "internal_error", "internal error; it has been logged", "internal_error")

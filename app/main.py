@@ -1,0 +1,64 @@
+"""The FastAPI application. It never loads a model: it validates, stores, enqueues,
+waits with a timeout and answers."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import redis
+import redis.asyncio as aioredis
+from fastapi import FastAPI
+
+from app.errors import install_error_handlers
+from app.routers import chat, health, jobs, videos
+from app.uploads import VideoStore
+from gpt4video.jobs import JobStore
+from gpt4video.settings import Settings, get_settings
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        settings.outputs_dir.mkdir(parents=True, exist_ok=True)
+        app.state.settings = settings
+        app.state.redis = aioredis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=2)
+        app.state.sync_redis = redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=2)
+        app.state.job_store = JobStore(app.state.sync_redis, settings.job_record_ttl_s)
+        app.state.video_store = VideoStore(settings.data_dir)
+        try:
+            yield
+        finally:
+            await app.state.redis.aclose()
+            app.state.sync_redis.close()
+
+    app = FastAPI(
+        title="GPT4Video",
+        version="0.1.0",
+        description="Video understanding and safe video generation inside a conversation.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    for router in (health.router, videos.router, chat.router, jobs.router):
+        app.include_router(router)
+    return app
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    import uvicorn
+
+    parser = argparse.ArgumentParser(prog="gpt4video api", description="Run the HTTP API.")
+    parser.add_argument("--host")
+    parser.add_argument("--port", type=int)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = get_settings()
+    uvicorn.run(create_app(settings), host=args.host or settings.api_host, port=args.port or settings.api_port,
+                log_level="info")
+    return 0

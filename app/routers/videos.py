@@ -1,0 +1,76 @@
+"""POST /v1/videos (upload) and POST /v1/videos/understand (upload or id + a prompt)."""
+
+from __future__ import annotations
+
+import re
+
+from fastapi import APIRouter, Request
+from pydantic import ValidationError
+
+from app.deps import JobStoreDep, OwnerDep, RedisDep, SettingsDep
+from app.errors import Unprocessable
+from app.schemas import (
+    VIDEO_ID_PATTERN,
+    ChatMessage,
+    ChatResponse,
+    SamplingFields,
+    VideoGenerationFields,
+    VideoUploadResponse,
+)
+from app.services.chat import ChatContext, build_request, chat
+from app.services.videos import store_upload
+
+router = APIRouter(prefix="/v1/videos", tags=["videos"])
+
+_MULTIPART_DOC = {"requestBody": {"content": {"multipart/form-data": {"schema": {
+    "type": "object",
+    "properties": {
+        "file": {"type": "string", "format": "binary"},
+        "video_id": {"type": "string", "description": "an id from POST /v1/videos, instead of a file"},
+        "prompt": {"type": "string"},
+        "max_new_tokens": {"type": "integer"}, "temperature": {"type": "number"},
+        "top_p": {"type": "number"}, "seed": {"type": "integer"},
+    },
+}}}, "required": True}}
+
+
+@router.post("", response_model=VideoUploadResponse, status_code=201,
+             openapi_extra={"requestBody": {"content": {"multipart/form-data": {"schema": {
+                 "type": "object", "properties": {"file": {"type": "string", "format": "binary"}},
+                 "required": ["file"]}}}, "required": True}})
+async def upload_video(request: Request, settings: SettingsDep, redis: RedisDep, owner: OwnerDep):
+    store = request.app.state.video_store
+    form = await store.receive(request, settings.max_upload_bytes)
+    return await store_upload(form, settings, store, redis, owner)
+
+
+@router.post("/understand", response_model=ChatResponse, openapi_extra=_MULTIPART_DOC)
+async def understand_video(request: Request, settings: SettingsDep, redis: RedisDep, job_store: JobStoreDep,
+                           owner: OwnerDep):
+    store = request.app.state.video_store
+    form = await store.receive(request, settings.max_upload_bytes)
+    prompt = form.fields.get("prompt", "").strip()
+    video_id = form.fields.get("video_id", "").strip()
+    try:
+        sampling = SamplingFields(**{k: v for k, v in form.fields.items() if k in SamplingFields.model_fields})
+        if not prompt:
+            raise Unprocessable("the 'prompt' field is required", "missing_prompt")
+        if form.file_path is not None and video_id:
+            raise Unprocessable("send either a file or a video_id, not both", "file_and_video_id")
+        if form.file_path is None and not re.match(VIDEO_ID_PATTERN, video_id):
+            raise Unprocessable("send a 'file' part or a valid 'video_id'", "missing_video")
+    except ValidationError as exc:
+        if form.file_path is not None:
+            form.file_path.unlink(missing_ok=True)
+        err = exc.errors()[0]
+        raise Unprocessable(f"{'.'.join(map(str, err['loc']))}: {err['msg']}", "validation_error") from None
+    except Unprocessable:
+        if form.file_path is not None:
+            form.file_path.unlink(missing_ok=True)
+        raise
+    if form.file_path is not None:
+        video_id = (await store_upload(form, settings, store, redis, owner)).id
+    ctx = ChatContext(settings, redis, job_store, store, owner)
+    messages = [ChatMessage(role="user", content=prompt, videos=[video_id])]
+    llm_request = await build_request(ctx, messages, sampling, stream=False)
+    return await chat(ctx, llm_request, VideoGenerationFields())

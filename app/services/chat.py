@@ -1,0 +1,143 @@
+"""One conversation turn: validate, ask the model, enqueue the videos its reply asks for."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+from starlette.concurrency import run_in_threadpool
+
+from app.errors import APIError, GatewayTimeout, ServiceUnavailable, Unprocessable
+from app.llm_client import LLMClient
+from app.schemas import (
+    AssistantMessage,
+    ChatMessage,
+    ChatResponse,
+    SafetyInfo,
+    SamplingFields,
+    Usage,
+    VideoGenerationFields,
+    VideoJobRef,
+)
+from app.services.videos import resolve_videos
+from app.uploads import VideoStore
+from gpt4video import llm_protocol as wire
+from gpt4video.jobs import JobStore, VideoParams, enqueue_video_job
+from gpt4video.settings import Settings
+
+
+@dataclass
+class ChatContext:
+    settings: Settings
+    redis: aioredis.Redis
+    job_store: JobStore
+    store: VideoStore
+    owner: str
+
+    @property
+    def llm(self) -> LLMClient:
+        return LLMClient(self.redis, self.settings)
+
+
+def _check_messages(messages: list[ChatMessage], settings: Settings) -> None:
+    if not any(m.role == "user" for m in messages):
+        raise Unprocessable("the conversation needs at least one user message", "no_user_message")
+    for i, m in enumerate(messages):
+        if m.videos and m.role != "user":
+            raise Unprocessable(f"messages[{i}]: only user messages may carry videos", "videos_on_non_user")
+        if m.role == "system" and i != 0:
+            raise Unprocessable(f"messages[{i}]: a system message may only come first", "misplaced_system")
+    if sum(len(m.content) for m in messages) > settings.max_prompt_chars * 4:
+        raise Unprocessable("the conversation is too long; drop older turns", "conversation_too_long")
+
+
+async def build_request(
+    ctx: ChatContext, messages: list[ChatMessage], sampling: SamplingFields, stream: bool
+) -> wire.LLMRequest:
+    _check_messages(messages, ctx.settings)
+    video_ids = [v for m in messages for v in m.videos]
+    video_paths = await resolve_videos(video_ids, ctx.store, ctx.redis, ctx.owner)
+    return wire.LLMRequest(
+        id=uuid.uuid4().hex,
+        turns=[wire.WireTurn(role=m.role, content=m.content, videos=m.videos) for m in messages],
+        sampling=sampling.to_wire(),
+        video_paths=video_paths,
+        stream=stream,
+        deadline=time.time() + ctx.settings.llm_request_timeout_s,
+    )
+
+
+def _raise_for_reply(reply: wire.LLMReply) -> None:
+    if reply.status == "error":
+        if reply.error_code == "video_unreadable":
+            raise Unprocessable(reply.error or "a video could not be read", "video_unreadable")
+        if reply.error_code == "worker_lost":
+            raise GatewayTimeout(reply.error or "the LLM worker was lost", "worker_lost")
+        raise ServiceUnavailable(reply.error or "the model failed", reply.error_code or "engine_error")
+    if reply.status == "expired":
+        raise GatewayTimeout("the request waited too long for an LLM worker; retry", "llm_expired")
+
+
+async def finish_reply(ctx: ChatContext, reply: wire.LLMReply, video: VideoGenerationFields) -> ChatResponse:
+    _raise_for_reply(reply)
+    params = video.to_params()
+    jobs = []
+    for caption in reply.captions:
+        record = await run_in_threadpool(_enqueue, ctx, caption, params)
+        jobs.append(VideoJobRef(caption=caption, job_id=record.id, status=record.status,
+                                status_url=f"/v1/jobs/{record.id}"))
+    return ChatResponse(
+        id=reply.id,
+        message=AssistantMessage(content=reply.text),
+        captions=list(reply.captions),
+        videos=jobs,
+        withheld=[SafetyInfo(category=w.category, score=w.score) for w in reply.withheld],
+        refusal=SafetyInfo(category=reply.refusal.category, score=reply.refusal.score) if reply.refusal else None,
+        finish_reason=reply.finish_reason,
+        usage=Usage(prompt_tokens=reply.prompt_tokens, completion_tokens=reply.completion_tokens),
+    )
+
+
+def _enqueue(ctx: ChatContext, caption: str, params: VideoParams):
+    s = ctx.settings
+    return enqueue_video_job(ctx.job_store, caption=caption, owner=ctx.owner, params=params,
+                             job_timeout_s=s.t2v_job_timeout_s, retries=s.t2v_job_retries,
+                             result_ttl_s=s.t2v_result_ttl_s)
+
+
+async def chat(ctx: ChatContext, request: wire.LLMRequest, video: VideoGenerationFields) -> ChatResponse:
+    await ctx.llm.submit(request)
+    reply = await ctx.llm.wait(request.id, ctx.settings.llm_request_timeout_s)
+    return await finish_reply(ctx, reply, video)
+
+
+def _sse(event: str, data: str) -> str:
+    return f"event: {event}\ndata: {data}\n\n"
+
+
+async def chat_events(ctx: ChatContext, request: wire.LLMRequest, video: VideoGenerationFields) -> AsyncIterator[str]:
+    """Server-sent events: `delta` ({"text"}) while decoding, then `done` (the ChatResponse)
+    or `error` (the error envelope). The request is submitted before streaming starts, so
+    submission errors are ordinary HTTP errors."""
+    import json
+
+    llm = ctx.llm
+    completed = False
+    try:
+        async for kind, value in llm.events(request.id, ctx.settings.llm_request_timeout_s):
+            if kind == "delta":
+                yield _sse("delta", json.dumps({"text": value}))
+            else:
+                assert isinstance(value, wire.LLMReply)
+                response = await finish_reply(ctx, value, video)
+                completed = True
+                yield _sse("done", response.model_dump_json())
+    except APIError as exc:
+        completed = True
+        yield _sse("error", json.dumps({"error": {"type": exc.type, "message": exc.message, "code": exc.code}}))
+    finally:
+        if not completed:  # the client went away mid-stream: free the engine slot
+            await llm.abort(request.id)

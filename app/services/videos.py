@@ -1,0 +1,69 @@
+"""Receiving, probing, storing and resolving uploaded videos."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import asdict
+
+import redis.asyncio as aioredis
+
+from app.errors import NotFound, Unprocessable, UnsupportedMedia
+from app.schemas import VideoInfoOut, VideoUploadResponse
+from app.uploads import ReceivedForm, VideoStore
+from gpt4video.settings import Settings
+
+log = logging.getLogger("gpt4video.api")
+
+
+def _owners_key(video_id: str) -> str:
+    return f"g4v:video:{video_id}:owners"
+
+
+async def probe_upload(form: ReceivedForm, settings: Settings) -> dict:
+    """Probe in a separate, time- and memory-capped process; map failures to 415/422."""
+    from model.video import (
+        CorruptVideo,
+        NoVideoStream,
+        VideoError,
+        VideoLimits,
+        probe_isolated,
+    )
+
+    assert form.file_path is not None
+    limits = VideoLimits(max_duration_s=settings.max_video_seconds, max_pixels=settings.max_video_pixels)
+    try:
+        info = await asyncio.to_thread(probe_isolated, form.file_path, limits, settings.probe_timeout_s,
+                                       settings.probe_memory_mb)
+    except (NoVideoStream, CorruptVideo) as exc:
+        form.file_path.unlink(missing_ok=True)
+        raise UnsupportedMedia(f"not a readable video: {exc}", exc.code) from None
+    except VideoError as exc:
+        form.file_path.unlink(missing_ok=True)
+        raise Unprocessable(str(exc), exc.code) from None
+    return asdict(info)
+
+
+async def store_upload(form: ReceivedForm, settings: Settings, store: VideoStore, redis: aioredis.Redis,
+                       owner: str) -> VideoUploadResponse:
+    if form.file_path is None or form.file_size == 0:
+        if form.file_path is not None:
+            form.file_path.unlink(missing_ok=True)
+        raise Unprocessable("the 'file' part is missing or empty", "missing_file")
+    info = await probe_upload(form, settings)
+    created = store.commit(form.file_path, form.sha256, info)
+    await redis.sadd(_owners_key(form.sha256), owner)
+    log.info("video %s stored (%d bytes, new=%s)", form.sha256[:12], form.file_size, created)
+    fields = {k: info[k] for k in VideoInfoOut.model_fields}
+    return VideoUploadResponse(id=form.sha256, bytes=form.file_size, info=VideoInfoOut(**fields), created=created)
+
+
+async def resolve_videos(video_ids: list[str], store: VideoStore, redis: aioredis.Redis,
+                         owner: str) -> dict[str, str]:
+    """Video id -> absolute path, for videos this caller uploaded; 404 otherwise."""
+    paths = {}
+    for video_id in video_ids:
+        if not store.exists(video_id) or not await redis.sismember(_owners_key(video_id), owner):
+            raise NotFound(f"no video {video_id}; upload it with POST /v1/videos", "video_not_found")
+        paths[video_id] = str(store.path_for(video_id).resolve())
+    return paths

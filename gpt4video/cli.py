@@ -1,0 +1,56 @@
+"""`gpt4video` command line: one entry point for every process and tool.
+
+Each command lives in its own module as `main(argv) -> int`; this file only routes,
+importing the module when its command runs (so `gpt4video api` never imports torch).
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+# command words -> (module, help)
+COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
+    ("up",): ("gpt4video.up", "start api + llm-worker + t2v-worker locally (CPU, local default models)"),
+    ("api",): ("app.main", "run the HTTP API"),
+    ("llm-worker",): ("workers.llm_worker", "run an LLM worker (loads the checkpoint once)"),
+    ("t2v-worker",): ("workers.t2v_worker", "run a text-to-video RQ worker"),
+    ("build-tiny",): ("model.tiny", "build a tiny random GPT4Video checkpoint"),
+    ("build-tiny-t2v",): ("model.t2v.tiny", "build a tiny random diffusers text-to-video pipeline"),
+    ("data", "shapes"): ("model.data.shapes", "generate the synthetic shapes video world"),
+    ("data", "instructions"): ("model.data.instructions", "build instruction conversations from captions"),
+    ("train", "stage0"): ("model.train.stage0", "pretrain the small vision tower and LLM (no pretrained weights)"),
+    ("train", "stage1"): ("model.train.stage1", "train the abstractor on video-caption pairs"),
+    ("train", "stage2"): ("model.train.stage2", "train the LoRA (and abstractor) on instruction data"),
+    ("train", "shapes-default"): ("model.train.recipe", "rebuild the shipped shapes checkpoint end to end"),
+    ("train-safety",): ("model.safety.train_text", "train the text moderation head"),
+    ("build-refusal-data",): ("model.safety.refusal_data", "write refusal conversations for training"),
+    ("eval", "safety"): ("model.safety.eval_text", "precision/recall/F1 of the moderation head"),
+    ("eval",): ("model.eval", "evaluate a checkpoint on held-out shapes videos"),
+}
+
+
+def usage() -> str:
+    lines = ["usage: gpt4video COMMAND [ARGS...]", "", "commands:"]
+    for words, (_, help_text) in COMMANDS.items():
+        lines.append(f"  {' '.join(words):<22} {help_text}")
+    lines.append("\n`gpt4video COMMAND --help` shows a command's options.")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in {"-h", "--help", "help"}:
+        print(usage())
+        return 0
+    for length in (2, 1):
+        words = tuple(args[:length])
+        if words in COMMANDS:
+            module = importlib.import_module(COMMANDS[words][0])
+            return int(module.main(args[length:]) or 0)
+    print(f"gpt4video: unknown command {' '.join(args[:2])!r}\n\n{usage()}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,79 @@
+"""Wire format between the API and the LLM workers, over Redis (no torch here).
+
+- Requests: stream `g4v:llm:requests`, consumer group `llm-workers`. Each entry is
+  `{"payload": LLMRequest JSON}`. Workers read with XREADGROUP, ACK and delete when the
+  reply is written; a worker that dies leaves its entries pending, and another worker
+  takes them with XAUTOCLAIM once they have been idle `llm_claim_idle_s` (a live worker
+  keeps its in-flight entries fresh by re-claiming them on each heartbeat). An entry
+  delivered more than `MAX_DELIVERIES` times is failed rather than retried forever.
+- Replies: stream `g4v:llm:out:<request id>`; entries `{"type": "delta", "text": …}`
+  while streaming and one `{"type": "final", "result": LLMReply JSON}`. It expires.
+- Aborts: pub/sub channel `g4v:llm:abort`, message = request id.
+- Heartbeats: sorted set `g4v:llm:workers` (member = worker name, score = last beat)
+  and hash `g4v:llm:worker:<name>` (batch statistics as JSON).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+REQUESTS_STREAM = "g4v:llm:requests"
+GROUP = "llm-workers"
+ABORT_CHANNEL = "g4v:llm:abort"
+WORKERS_ZSET = "g4v:llm:workers"
+MAX_DELIVERIES = 3
+REPLY_TTL_S = 300
+
+
+def reply_stream(request_id: str) -> str:
+    return f"g4v:llm:out:{request_id}"
+
+
+def worker_stats_key(name: str) -> str:
+    return f"g4v:llm:worker:{name}"
+
+
+class WireTurn(BaseModel):
+    role: Literal["system", "user", "assistant"]
+    content: str
+    videos: list[str] = Field(default_factory=list)
+
+
+class WireSampling(BaseModel):
+    max_new_tokens: int
+    temperature: float
+    top_p: float
+    seed: int | None = None
+    stop: list[str] = Field(default_factory=list)
+
+
+class LLMRequest(BaseModel):
+    id: str
+    turns: list[WireTurn]
+    sampling: WireSampling
+    video_paths: dict[str, str] = Field(default_factory=dict)
+    stream: bool = False
+    deadline: float  # epoch seconds; a worker that picks it up later drops it
+
+
+class SafetyHit(BaseModel):
+    category: str
+    score: float
+
+
+class LLMReply(BaseModel):
+    id: str
+    status: Literal["ok", "refused", "error", "expired"]
+    text: str = ""
+    raw_text: str = ""
+    captions: list[str] = Field(default_factory=list)  # allowed captions, in order
+    withheld: list[SafetyHit] = Field(default_factory=list)  # captions blocked by safety
+    refusal: SafetyHit | None = None  # the user turn was refused
+    finish_reason: str = "stop"
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    error: str | None = None
+    error_code: str | None = None
+    worker: str = ""

@@ -1,0 +1,324 @@
+"""The LLM worker: loads the checkpoint once, serves requests from a Redis Stream.
+
+Several workers share the consumer group; each runs many requests at once through
+the engine's batching. See `gpt4video.llm_protocol` for the wire format and the
+takeover rules.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
+
+from gpt4video import llm_protocol as wire
+from gpt4video.settings import Settings, load_settings
+from model.engine.base import (
+    AsyncEngine,
+    GenerationRequest,
+    GenerationResult,
+    SamplingParams,
+    Turn,
+)
+from model.safety.base import SafetyVerdict
+
+log = logging.getLogger("gpt4video.llm_worker")
+
+
+class Moderator(Protocol):
+    def check(self, text: str) -> SafetyVerdict: ...
+
+
+@dataclass
+class WorkerStats:
+    started_at: float = field(default_factory=time.time)
+    requests: int = 0
+    refused: int = 0
+    failed: int = 0
+    claimed_from_others: int = 0
+
+    def as_dict(self, engine: Any) -> dict[str, Any]:
+        batching = getattr(engine, "stats", None)
+        sizes = list(getattr(batching, "batch_sizes", []) or [])
+        return {
+            "started_at": self.started_at, "requests": self.requests, "refused": self.refused,
+            "failed": self.failed, "claimed_from_others": self.claimed_from_others,
+            "batches": len(sizes), "max_batch_size": max(sizes, default=0),
+            "batch_size_histogram": {str(s): sizes.count(s) for s in sorted(set(sizes))},
+        }
+
+
+def to_generation_request(req: wire.LLMRequest) -> GenerationRequest:
+    return GenerationRequest(
+        request_id=req.id,
+        turns=tuple(Turn(t.role, t.content, tuple(t.videos)) for t in req.turns),
+        sampling=SamplingParams(
+            max_new_tokens=req.sampling.max_new_tokens, temperature=req.sampling.temperature,
+            top_p=req.sampling.top_p, seed=req.sampling.seed, stop=tuple(req.sampling.stop),
+        ),
+        video_paths=dict(req.video_paths),
+    )
+
+
+def moderate_reply(
+    req: wire.LLMRequest, result: GenerationResult, moderator: Moderator | None, worker: str
+) -> wire.LLMReply:
+    """Drop captions the moderator flags; the text says a video was withheld."""
+    if result.finish_reason == "error":
+        return wire.LLMReply(id=req.id, status="error", error=result.error or "generation failed",
+                             error_code="video_unreadable", worker=worker)
+    captions: list[str] = []
+    withheld: list[wire.SafetyHit] = []
+    text = result.text
+    for index, caption in enumerate(result.captions):
+        verdict = moderator.check(caption) if moderator else SafetyVerdict(flagged=False)
+        marker = f"[video:{index}]"
+        if verdict.flagged:
+            withheld.append(wire.SafetyHit(category=verdict.category or "unsafe", score=verdict.score))
+            text = text.replace(marker, "[video withheld]")
+        else:
+            text = text.replace(marker, f"[video:{len(captions)}]")
+            captions.append(caption)
+    return wire.LLMReply(
+        id=req.id, status="ok", text=text, raw_text=result.raw_text, captions=captions,
+        withheld=withheld, finish_reason=result.finish_reason, prompt_tokens=result.prompt_tokens,
+        completion_tokens=result.completion_tokens, worker=worker,
+    )
+
+
+class LLMWorker:
+    def __init__(
+        self,
+        settings: Settings,
+        engine: AsyncEngine,
+        moderator: Moderator | None,
+        refusal_text: Callable[[str], str],
+        name: str | None = None,
+    ) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.moderator = moderator
+        self.refusal_text = refusal_text
+        self.name = name or f"{socket.gethostname()}-{os.getpid()}"
+        self.redis = aioredis.from_url(settings.redis_url)
+        self.stats = WorkerStats()
+        self.in_flight: dict[str, str] = {}  # stream entry id -> request id
+        self._tasks: set[asyncio.Task] = set()
+        self._stopping = asyncio.Event()
+
+    async def run(self) -> None:
+        await self._ensure_group()
+        loops = [self._consume(), self._heartbeat(), self._takeover(), self._listen_aborts()]
+        log.info("llm worker %s ready (max batch %d)", self.name, self.settings.llm_max_batch)
+        try:
+            await asyncio.gather(*loops)
+            if self._tasks:  # graceful stop: finish what we hold
+                await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        finally:
+            await self.redis.zrem(wire.WORKERS_ZSET, self.name)
+            await self.engine.shutdown()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def _ensure_group(self) -> None:
+        try:
+            await self.redis.xgroup_create(wire.REQUESTS_STREAM, wire.GROUP, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    # -- loops ------------------------------------------------------------------------------
+    async def _consume(self) -> None:
+        capacity = self.settings.llm_max_batch * 2  # keep the next batch queued behind the current
+        while not self._stopping.is_set():
+            room = capacity - len(self.in_flight)
+            if room <= 0:
+                await asyncio.sleep(0.01)
+                continue
+            entries = await self.redis.xreadgroup(
+                wire.GROUP, self.name, {wire.REQUESTS_STREAM: ">"}, count=room, block=500)
+            for _stream, messages in entries or []:
+                for entry_id, fields in messages:
+                    self._start(entry_id, fields)
+
+    async def _takeover(self) -> None:
+        """Claim entries a dead worker left pending."""
+        idle_ms = int(self.settings.llm_claim_idle_s * 1000)
+        while not self._stopping.is_set():
+            await asyncio.sleep(max(0.2, self.settings.llm_claim_idle_s / 4))
+            _next, claimed, _deleted = await self.redis.xautoclaim(
+                wire.REQUESTS_STREAM, wire.GROUP, self.name, min_idle_time=idle_ms, start_id="0-0", count=50)
+            for entry_id, fields in claimed:
+                if not fields or entry_id in self.in_flight:
+                    continue
+                self.stats.claimed_from_others += 1
+                log.warning("took over request entry %s from a silent worker", entry_id)
+                self._start(entry_id, fields)
+
+    async def _heartbeat(self) -> None:
+        while not self._stopping.is_set():
+            now = time.time()
+            pipe = self.redis.pipeline()
+            pipe.zadd(wire.WORKERS_ZSET, {self.name: now})
+            pipe.set(wire.worker_stats_key(self.name), json.dumps(self.stats.as_dict(self.engine)),
+                     ex=int(self.settings.heartbeat_ttl_s * 3))
+            await pipe.execute()
+            if self.in_flight:  # keep our own entries from looking idle to other workers
+                await self.redis.xclaim(wire.REQUESTS_STREAM, wire.GROUP, self.name, min_idle_time=0,
+                                        message_ids=list(self.in_flight), justid=True)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self.settings.heartbeat_interval_s)
+
+    async def _listen_aborts(self) -> None:
+        pubsub = self.redis.pubsub()
+        await pubsub.subscribe(wire.ABORT_CHANNEL)
+        try:
+            while not self._stopping.is_set():
+                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.5)
+                if message and message.get("data"):
+                    request_id = message["data"].decode()
+                    if request_id in self.in_flight.values():
+                        log.info("abort %s", request_id)
+                        await self.engine.abort(request_id)
+        finally:
+            await pubsub.aclose()
+
+    # -- one request ------------------------------------------------------------------------
+    def _start(self, entry_id: bytes | str, fields: dict) -> None:
+        entry = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+        task = asyncio.create_task(self._handle(entry, fields))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _handle(self, entry_id: str, fields: dict) -> None:
+        raw = fields.get(b"payload") or fields.get("payload")
+        try:
+            req = wire.LLMRequest.model_validate_json(raw)
+        except Exception:  # an unreadable entry can never succeed: drop it
+            log.error("dropping malformed request entry %s", entry_id)
+            await self._ack(entry_id)
+            return
+        self.in_flight[entry_id] = req.id
+        try:
+            reply = await self._serve(entry_id, req)
+            await self._publish(req.id, {"type": "final", "result": reply.model_dump_json()})
+        finally:
+            self.in_flight.pop(entry_id, None)
+            await self._ack(entry_id)
+
+    async def _serve(self, entry_id: str, req: wire.LLMRequest) -> wire.LLMReply:
+        self.stats.requests += 1
+        if time.time() > req.deadline:
+            return wire.LLMReply(id=req.id, status="expired", error="the request expired before a worker took it",
+                                 error_code="expired", worker=self.name)
+        deliveries = await self._delivery_count(entry_id)
+        if deliveries > wire.MAX_DELIVERIES:
+            self.stats.failed += 1
+            return wire.LLMReply(id=req.id, status="error", error_code="worker_lost", worker=self.name,
+                                 error=f"the request was taken over {deliveries - 1} times after worker failures")
+        user_turns = [t for t in req.turns if t.role == "user"]
+        if self.moderator and user_turns:
+            verdict = self.moderator.check(user_turns[-1].content)
+            if verdict.flagged:
+                self.stats.refused += 1
+                category = verdict.category or "unsafe"
+                return wire.LLMReply(
+                    id=req.id, status="refused", text=self.refusal_text(category), finish_reason="stop",
+                    refusal=wire.SafetyHit(category=category, score=verdict.score), worker=self.name)
+
+        last_delta: list[asyncio.Task] = []  # deltas publish in order: each waits for the previous
+
+        def on_delta(request_id: str, delta: str) -> None:
+            previous = last_delta[-1] if last_delta else None
+            last_delta[:] = [asyncio.create_task(self._publish_after(previous, request_id, delta))]
+
+        try:
+            result = await self.engine.submit(to_generation_request(req), on_delta if req.stream else None)
+        except Exception as exc:  # the engine failed this request; report it, keep serving
+            log.exception("request %s failed", req.id)
+            self.stats.failed += 1
+            return wire.LLMReply(id=req.id, status="error", error=f"engine error: {exc}",
+                                 error_code="engine_error", worker=self.name)
+        finally:
+            if last_delta:
+                await last_delta[-1]
+        return moderate_reply(req, result, self.moderator, self.name)
+
+    async def _publish_after(self, previous: asyncio.Task | None, request_id: str, delta: str) -> None:
+        if previous is not None:
+            await previous
+        await self._publish(request_id, {"type": "delta", "text": delta})
+
+    async def _delivery_count(self, entry_id: str) -> int:
+        info = await self.redis.xpending_range(wire.REQUESTS_STREAM, wire.GROUP, min=entry_id, max=entry_id, count=1)
+        return int(info[0]["times_delivered"]) if info else 1
+
+    async def _publish(self, request_id: str, fields: dict[str, str]) -> None:
+        key = wire.reply_stream(request_id)
+        pipe = self.redis.pipeline()
+        pipe.xadd(key, fields)
+        pipe.expire(key, wire.REPLY_TTL_S)
+        await pipe.execute()
+
+    async def _ack(self, entry_id: str) -> None:
+        pipe = self.redis.pipeline()
+        pipe.xack(wire.REQUESTS_STREAM, wire.GROUP, entry_id)
+        pipe.xdel(wire.REQUESTS_STREAM, entry_id)
+        await pipe.execute()
+
+
+def build_worker(settings: Settings) -> LLMWorker:
+    from model.safety.policy import refusal_message
+
+    from gpt4video.defaults import resolve_model_dir
+    from model.checkpoint import load_checkpoint
+    from model.engine.factory import build_engine
+
+    model_dir = resolve_model_dir(settings)
+    log.info("loading checkpoint %s on %s", model_dir, settings.device)
+    model = load_checkpoint(model_dir, device=settings.device)
+    engine = build_engine(settings, model, model_dir)
+    moderator = None
+    if settings.safety_enabled:
+        from model.safety.text import TextModerator
+
+        moderator = TextModerator.load(settings.safety_head_path)
+    return LLMWorker(settings, engine, moderator, refusal_message)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="gpt4video llm-worker", description=__doc__.splitlines()[0])
+    parser.add_argument("--name", help="consumer name (default: host-pid)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = load_settings()
+    worker = build_worker(settings)
+    if args.name:
+        worker.name = args.name
+
+    async def run() -> None:
+        import signal
+
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, worker.stop)
+        await worker.run()
+
+    asyncio.run(run())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
