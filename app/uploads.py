@@ -14,6 +14,7 @@ import os
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import parse_qs
 
 from fastapi import Request
 from python_multipart.multipart import MultipartParser, parse_options_header
@@ -67,6 +68,8 @@ class VideoStore:
 
     async def receive(self, request: Request, max_file_bytes: int, file_field: str = "file") -> ReceivedForm:
         ctype, params = parse_options_header(request.headers.get("content-type", ""))
+        if ctype == b"application/x-www-form-urlencoded":  # fields only (e.g. a video_id)
+            return await self._parse_urlencoded(request)
         if ctype != b"multipart/form-data" or b"boundary" not in params:
             raise UnsupportedMedia("send the video as multipart/form-data with a 'file' part",
                                    "expected_multipart")
@@ -76,6 +79,15 @@ class VideoStore:
             raise PayloadTooLarge(f"upload is {int(declared)} bytes; the limit is {max_file_bytes}",
                                   "upload_too_large")
         return await self._parse(request, params[b"boundary"], max_file_bytes, limit, file_field)
+
+    async def _parse_urlencoded(self, request: Request) -> ReceivedForm:
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_FIELD_BYTES:
+                raise PayloadTooLarge("form body is too large", "field_too_large")
+        fields = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
+        return ReceivedForm(fields={k: v[-1] for k, v in fields.items()})
 
     async def _parse(self, request: Request, boundary: bytes, max_file_bytes: int, limit: int,
                      file_field: str) -> ReceivedForm:

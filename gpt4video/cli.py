@@ -15,6 +15,7 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("api",): ("app.main", "run the HTTP API"),
     ("llm-worker",): ("workers.llm_worker", "run an LLM worker (loads the checkpoint once)"),
     ("t2v-worker",): ("workers.t2v_worker", "run a text-to-video RQ worker"),
+    ("probe-video",): ("model.video.cli", "probe a video file (optionally isolated) and sample frames"),
     ("build-tiny",): ("model.tiny", "build a tiny random GPT4Video checkpoint"),
     ("build-tiny-t2v",): ("model.t2v.tiny", "build a tiny random diffusers text-to-video pipeline"),
     ("data", "shapes"): ("model.data.shapes", "generate the synthetic shapes video world"),

@@ -15,12 +15,14 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gpt4video import llm_protocol as wire
 from gpt4video.settings import Settings, load_settings
@@ -119,7 +121,8 @@ class LLMWorker:
 
     async def run(self) -> None:
         await self._ensure_group()
-        loops = [self._consume(), self._heartbeat(), self._takeover(), self._listen_aborts()]
+        loops = [self._resilient(loop) for loop in (self._consume, self._heartbeat, self._takeover,
+                                                     self._listen_aborts)]
         log.info("llm worker %s ready (max batch %d)", self.name, self.settings.llm_max_batch)
         try:
             await asyncio.gather(*loops)
@@ -131,6 +134,18 @@ class LLMWorker:
 
     def stop(self) -> None:
         self._stopping.set()
+
+    async def _resilient(self, loop: Callable[[], Awaitable[None]]) -> None:
+        """Run a loop until stop; a lost or slow Redis is waited out, not fatal."""
+        delay = 0.2
+        while not self._stopping.is_set():
+            try:
+                await loop()
+                return
+            except (RedisConnectionError, RedisTimeoutError) as exc:
+                log.warning("%s: Redis unavailable (%s); retrying in %.1f s", loop.__name__, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     async def _ensure_group(self) -> None:
         try:
@@ -214,9 +229,12 @@ class LLMWorker:
         try:
             reply = await self._serve(entry_id, req)
             await self._publish(req.id, {"type": "final", "result": reply.model_dump_json()})
+            await self._ack(entry_id)
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            # Not acknowledged: the entry stays pending and is claimed again later.
+            log.warning("request %s: Redis lost while replying (%s); it will be retried", req.id, exc)
         finally:
             self.in_flight.pop(entry_id, None)
-            await self._ack(entry_id)
 
     async def _serve(self, entry_id: str, req: wire.LLMRequest) -> wire.LLMReply:
         self.stats.requests += 1
@@ -280,8 +298,6 @@ class LLMWorker:
 
 
 def build_worker(settings: Settings) -> LLMWorker:
-    from model.safety.policy import refusal_message
-
     from gpt4video.defaults import resolve_model_dir
     from model.checkpoint import load_checkpoint
     from model.engine.factory import build_engine
@@ -291,11 +307,21 @@ def build_worker(settings: Settings) -> LLMWorker:
     model = load_checkpoint(model_dir, device=settings.device)
     engine = build_engine(settings, model, model_dir)
     moderator = None
+    refusal_text: Callable[[str], str] = _no_policy_refusal
     if settings.safety_enabled:
+        from model.safety.policy import refusal_message
         from model.safety.text import TextModerator
 
         moderator = TextModerator.load(settings.safety_head_path)
-    return LLMWorker(settings, engine, moderator, refusal_message)
+        refusal_text = refusal_message
+    else:
+        log.warning("SAFETY_ENABLED=false: user turns and captions are not moderated")
+    return LLMWorker(settings, engine, moderator, refusal_text)
+
+
+def _no_policy_refusal(category: str) -> str:
+    return f"I can't help with that ({category})."
+
 
 
 def main(argv: list[str] | None = None) -> int:
