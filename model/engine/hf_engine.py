@@ -9,6 +9,7 @@ of the assistant turn), a stop string, `max_new_tokens`, or `abort`.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import random
 import threading
@@ -39,6 +40,11 @@ def _default_sampler(path: str, n: int, size: int):
     return sample_frames(path, n, size=size)
 
 
+def _cache_of(output) -> object:
+    cache = getattr(output, "cache", None)
+    return cache if cache is not None else output.past_key_values
+
+
 def _referenced_videos(req: GenerationRequest) -> dict[str, str]:
     ids = {v for t in req.turns for v in t.videos}
     return {v: p for v, p in req.video_paths.items() if v in ids}
@@ -64,6 +70,7 @@ class _Row:
     prompt_tokens: int
     tokens: list[int] = field(default_factory=list)
     text: str = ""
+    streamed: str = ""  # the prefix of `text` already sent to on_delta
     finish: FinishReason | None = None
 
 
@@ -89,6 +96,9 @@ class HFEngine:
         self.features = VideoFeatureExtractor(model, fp, FeatureCache(feature_cache_size),
                                               sampler or _default_sampler)
         self.eos_id = model.tokenizer.eos_token_id
+        # transformers renamed `past_key_values` to `cache` (5.2x); accept either release.
+        forward_params = inspect.signature(model.llm.get_base_model().forward).parameters
+        self._cache_kw = "cache" if "cache" in forward_params else "past_key_values"
         self._aborted: set[str] = set()
         self._lock = threading.Lock()
         self.stats = BatchStats()
@@ -135,17 +145,24 @@ class HFEngine:
     def _prepare(self, requests: Sequence[GenerationRequest]):
         """Render prompts; a request whose video cannot be read fails alone, not the batch."""
         wanted = [_referenced_videos(req) for req in requests]
+        merged = {k: v for w in wanted for k, v in w.items()}
+        # Each request sees only its own videos: never a neighbour's video under the same id
+        # (another path, or one it gave no path for), so a batch gives what each alone gives.
         try:
-            feats = self.features.features({k: v for w in wanted for k, v in w.items()})
-        except Exception:  # isolate the bad video: retry one request at a time
-            feats = {}
-            for req, videos in zip(requests, wanted, strict=True):
-                try:
-                    feats.update(self.features.features(videos))
-                except Exception as exc:  # typed video errors and anything the decoder raised
-                    log.warning("request %s: video unreadable: %s", req.request_id, exc)
+            if any(merged[k] != v for w in wanted for k, v in w.items()):
+                raise VideoInputError("a video id names different files in this batch")
+            batch_feats = self.features.features(merged)
+            per_request = [{k: batch_feats[k] for k in w} for w in wanted]
+        except Exception:  # isolate the bad video: retry one video at a time (cached ones are free)
+            per_request = [{} for _ in requests]
+            for req, videos, feats in zip(requests, wanted, per_request, strict=True):
+                for video_id, path in videos.items():
+                    try:
+                        feats.update(self.features.features({video_id: path}))
+                    except Exception as exc:  # typed video errors and anything the decoder raised
+                        log.warning("request %s: video %s unreadable: %s", req.request_id, video_id, exc)
         rows, sequences, failed = [], [], {}
-        for req in requests:
+        for req, feats in zip(requests, per_request, strict=True):
             missing = [v for t in req.turns for v in t.videos if v not in feats]
             if missing:
                 known = missing[0] in req.video_paths
@@ -167,7 +184,7 @@ class HFEngine:
         mask = batch.attention_mask  # (B, L)
         out = model.llm(inputs_embeds=batch.inputs_embeds, attention_mask=mask,
                         position_ids=batch.position_ids, use_cache=True, logits_to_keep=1)
-        cache = out.cache
+        cache = _cache_of(out)
         logits = out.logits[:, -1, :]  # (B, V)
         positions = batch.position_ids[:, -1]  # (B,)
         max_steps = max(r.request.sampling.max_new_tokens for r in rows)
@@ -183,12 +200,13 @@ class HFEngine:
             mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)  # (B, L+1)
             positions = positions + 1  # (B,)
             out = model.llm(input_ids=ids, attention_mask=mask, position_ids=positions[:, None],
-                            cache=cache, use_cache=True)
-            cache = out.cache
+                            use_cache=True, **{self._cache_kw: cache})
+            cache = _cache_of(out)
             logits = out.logits[:, -1, :]  # (B, V)
         for row in rows:
             if row.finish is None:
                 row.finish = "length"
+                self._stream(row, on_delta)
 
     def _advance(self, row: _Row, logits: torch.Tensor, on_delta: DeltaCallback | None) -> None:
         req = row.request
@@ -196,10 +214,12 @@ class HFEngine:
             aborted = req.request_id in self._aborted
         if aborted:
             row.finish = "abort"
+            self._stream(row, on_delta)
             return
         token = sample_next(logits, req.sampling, row.generator)
         if token == self.eos_id:
             row.finish = "stop"
+            self._stream(row, on_delta)
             return
         row.tokens.append(token)
         text = self.model.tokenizer.decode(row.tokens, skip_special_tokens=True)
@@ -215,9 +235,22 @@ class HFEngine:
             row.finish = "length"
         if text.endswith("\ufffd") and row.finish is None:
             return  # an incomplete UTF-8 sequence: emit it once it is whole
-        if on_delta and len(text) > len(row.text) and text.startswith(row.text):
-            on_delta(req.request_id, text[len(row.text):])
         row.text = text
+        self._stream(row, on_delta)
+
+    @staticmethod
+    def _stream(row: _Row, on_delta: DeltaCallback | None) -> None:
+        """Send the unsent part of `row.text`. While the row runs, hold back a tail that may
+        be the start of a stop string, so the stream never shows text the reply then cuts."""
+        if on_delta is None:
+            return
+        stops = row.request.sampling.stop
+        hold = 0 if row.finish else max((len(s) - 1 for s in stops if s), default=0)
+        visible = row.text[: max(0, len(row.text) - hold)]
+        if len(visible) > len(row.streamed):
+            if visible.startswith(row.streamed):
+                on_delta(row.request.request_id, visible[len(row.streamed):])
+            row.streamed = visible
 
     def _result(self, row: _Row) -> GenerationResult:
         parsed = parse_reply(row.text)
