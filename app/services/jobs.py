@@ -1,4 +1,4 @@
-"""Job views: the Redis record, reconciled with RQ when a job looks stuck."""
+"""Job views: the Redis record, reconciled with RQ (`reconcile_job`) while it is not final."""
 
 from __future__ import annotations
 
@@ -6,55 +6,23 @@ import logging
 from pathlib import Path
 
 import redis
-from rq.exceptions import NoSuchJobError
-from rq.job import Job
-from rq.job import JobStatus as RQStatus
 
 from app.errors import NotFound
 from app.schemas import JobError, JobProgress, JobResponse, JobVideoResult
+from gpt4video.job_recovery import reconcile_job
 from gpt4video.jobs import JobNotFound, JobRecord, JobStatus, JobStore
 from gpt4video.settings import Settings
 
 log = logging.getLogger("gpt4video.api")
-
-_RQ_DEAD = {RQStatus.FAILED, RQStatus.STOPPED, RQStatus.CANCELED}
-
-
-def reconcile(store: JobStore, connection: redis.Redis, record: JobRecord) -> JobRecord:
-    """A record still queued/running whose RQ job failed, stopped or vanished is closed here,
-    so no job shows "running" forever (e.g. after a worker was killed)."""
-    if record.status.is_final:
-        return record
-    try:
-        rq_job = Job.fetch(record.id, connection=connection)
-        rq_status = rq_job.get_status(refresh=True)
-    except NoSuchJobError:
-        rq_job, rq_status = None, None
-    if rq_job is None:
-        store.update(record.id, status=JobStatus.EXPIRED,
-                     error={"type": "expired", "message": "the render job is gone from the queue", "code": "expired"})
-    elif rq_status in _RQ_DEAD:
-        reason = _last_line(getattr(rq_job, "exc_info", None)) or f"render job {rq_status}"
-        store.update(record.id, status=JobStatus.FAILED,
-                     error={"type": "render_failed", "message": reason, "code": "render_failed"})
-    else:
-        return record
-    return store.get(record.id)
-
-
-def _last_line(text: str | None) -> str | None:
-    if not text:
-        return None
-    lines = [line for line in str(text).strip().splitlines() if line.strip()]
-    return lines[-1][:500] if lines else None
-
 
 def get_job(store: JobStore, connection: redis.Redis, job_id: str, owner: str) -> JobRecord:
     try:
         record = store.get(job_id, owner=owner)
     except JobNotFound:
         raise NotFound(f"no job {job_id}", "job_not_found") from None
-    return reconcile(store, connection, record)
+    if record.status.is_final:
+        return record
+    return reconcile_job(store, connection, job_id)
 
 
 def to_response(record: JobRecord) -> JobResponse:

@@ -100,12 +100,15 @@ class HFEngine:
         forward_params = inspect.signature(model.llm.get_base_model().forward).parameters
         self._cache_kw = "cache" if "cache" in forward_params else "past_key_values"
         self._aborted: set[str] = set()
+        self._running: set[str] = set()  # ids of the batch in flight; only those can be aborted
         self._lock = threading.Lock()
         self.stats = BatchStats()
 
     # -- interface ------------------------------------------------------------------------
     def abort(self, request_id: str) -> bool:
         with self._lock:
+            if request_id not in self._running:
+                return False
             self._aborted.add(request_id)
         return True
 
@@ -130,15 +133,18 @@ class HFEngine:
         self.stats.requests += len(requests)
         self.stats.max_batch_size = max(self.stats.max_batch_size, len(requests))
         self.stats.sizes.append(len(requests))
-
-        rows, sequences, failed = self._prepare(requests)
-        if sequences:
-            self._decode(rows, sequences, on_delta)
+        with self._lock:
+            self._running = {req.request_id for req in requests}
+        try:
+            rows, sequences, failed = self._prepare(requests)
+            if sequences:
+                self._decode(rows, sequences, on_delta)
+        finally:
+            with self._lock:
+                self._running = set()
+                self._aborted.clear()
         results = {r.request.request_id: self._result(r) for r in rows}
         results.update(failed)
-        with self._lock:
-            for req in requests:
-                self._aborted.discard(req.request_id)
         return [results[req.request_id] for req in requests]
 
     # -- steps ----------------------------------------------------------------------------
