@@ -9,12 +9,15 @@ from __future__ import annotations
 import importlib
 import sys
 
+from gpt4video.settings import SettingsError
+
 # command words -> (module, help)
 COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("up",): ("gpt4video.up", "start api + llm-worker + t2v-worker locally (CPU, local default models)"),
     ("api",): ("app.main", "run the HTTP API"),
     ("llm-worker",): ("workers.llm_worker", "run an LLM worker (loads the checkpoint once)"),
     ("t2v-worker",): ("workers.t2v_worker", "run a text-to-video RQ worker"),
+    ("healthcheck",): ("gpt4video.healthcheck", "exit 0 if this host's api / llm-worker / t2v-worker is healthy"),
     ("probe-video",): ("model.video.cli", "probe a video file (optionally isolated) and sample frames"),
     ("build-tiny",): ("model.tiny", "build a tiny random GPT4Video checkpoint"),
     ("build-tiny-t2v",): ("model.t2v.tiny", "build a tiny random diffusers text-to-video pipeline"),
@@ -48,7 +51,11 @@ def main(argv: list[str] | None = None) -> int:
         words = tuple(args[:length])
         if words in COMMANDS:
             module = importlib.import_module(COMMANDS[words][0])
-            return int(module.main(args[length:]) or 0)
+            try:
+                return int(module.main(args[length:]) or 0)
+            except SettingsError as exc:  # fail fast, naming the bad setting, no traceback
+                print(f"gpt4video {' '.join(words)}: {exc}", file=sys.stderr)
+                return 2
     print(f"gpt4video: unknown command {' '.join(args[:2])!r}\n\n{usage()}", file=sys.stderr)
     return 2
 

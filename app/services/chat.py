@@ -50,8 +50,13 @@ def _check_messages(messages: list[ChatMessage], settings: Settings) -> None:
             raise Unprocessable(f"messages[{i}]: only user messages may carry videos", "videos_on_non_user")
         if m.role == "system" and i != 0:
             raise Unprocessable(f"messages[{i}]: a system message may only come first", "misplaced_system")
-    if sum(len(m.content) for m in messages) > settings.max_prompt_chars * 4:
-        raise Unprocessable("the conversation is too long; drop older turns", "conversation_too_long")
+    if len(messages) > settings.max_messages:
+        raise Unprocessable(f"{len(messages)} messages; at most {settings.max_messages} (MAX_MESSAGES): "
+                            "drop older turns", "conversation_too_long")
+    for i, m in enumerate(messages):
+        if len(m.content) > settings.max_prompt_chars:
+            raise Unprocessable(f"messages[{i}] has {len(m.content)} characters; at most "
+                                f"{settings.max_prompt_chars} (MAX_PROMPT_CHARS)", "message_too_long")
 
 
 async def build_request(

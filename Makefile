@@ -1,0 +1,32 @@
+# The two commands of the README:
+#   make up     set up, then run the whole service locally (CPU, local default models)
+#   make test   set up, then run the linter and the test suite (what CI runs)
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: install up test lint bench help
+
+help:
+	@echo "make up    - run api + llm-worker + t2v-worker locally (needs nothing but Python)"
+	@echo "make test  - lint and run the test suite against a local Redis"
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[model,dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+up: install
+	scripts/ensure-redis.sh
+	$(BIN)/gpt4video up
+
+lint: install
+	$(BIN)/ruff check .
+
+test: install lint
+	scripts/ensure-redis.sh
+	$(BIN)/python -m pytest
