@@ -26,7 +26,14 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from model.abstractor import AbstractorConfig, VideoAbstractor
-from model.llm import LLMConfig, LoRASettings, base_state_dict, load_base_llm, load_lora
+from model.llm import (
+    LLMConfig,
+    LoRASettings,
+    base_state_dict,
+    load_base_llm,
+    load_embedding_table,
+    load_lora,
+)
 from model.network import GPT4VideoModel
 from model.prompt import PromptConfig
 from model.vision import FrameEncoder, VisionConfig, create_clip
@@ -124,8 +131,17 @@ def _resolve(root: Path, rel: str) -> Path:
     return p if p.is_absolute() else root / p
 
 
-def load_checkpoint(directory: str | Path, device: str = "cpu", trainable_lora: bool = False) -> GPT4VideoModel:
-    """Validate and load a checkpoint. Everything comes from local paths."""
+def load_checkpoint(
+    directory: str | Path, device: str = "cpu", trainable_lora: bool = False, llm_weights: str = "full"
+) -> GPT4VideoModel:
+    """Validate and load a checkpoint. Everything comes from local paths.
+
+    `llm_weights="embeddings"` loads only the LLM's input embedding table (for the vLLM
+    engine, which holds the LLM itself): the model can build prompt embeddings but not run
+    the LLM.
+    """
+    if llm_weights not in {"full", "embeddings"}:
+        raise ValueError(f"llm_weights must be 'full' or 'embeddings', got {llm_weights!r}")
     root = Path(directory)
     config = read_config(root)
     for label, rel in (("llm.path", config.llm.path), ("lora.path", config.lora.path)):
@@ -144,8 +160,11 @@ def load_checkpoint(directory: str | Path, device: str = "cpu", trainable_lora: 
         raise CheckpointError(f"{ABSTRACTOR_FILE}: missing {missing}, unexpected {unexpected}")
     abstractor.to(device)
 
-    base, tokenizer = load_base_llm(_resolve(root, config.llm.path), config.llm.dtype, device)
-    llm = load_lora(base, _resolve(root, config.lora.path), trainable=trainable_lora)
+    if llm_weights == "embeddings":
+        llm, tokenizer = load_embedding_table(_resolve(root, config.llm.path), config.llm.dtype, device)
+    else:
+        base, tokenizer = load_base_llm(_resolve(root, config.llm.path), config.llm.dtype, device)
+        llm = load_lora(base, _resolve(root, config.lora.path), trainable=trainable_lora)
     model = GPT4VideoModel(vision, abstractor, llm, tokenizer, config.prompt)
     model.config = config  # type: ignore[assignment]
     model.checkpoint_dir = root  # type: ignore[assignment]

@@ -65,3 +65,48 @@ def base_state_dict(peft_model: PeftModel) -> dict[str, torch.Tensor]:
             continue
         clean[name.replace(".base_layer.", ".")] = tensor
     return clean
+
+
+class EmbeddingTableOnly(nn.Module):
+    """Stands in for the LLM where only its input embedding table is needed.
+
+    The vLLM worker builds prompt embeddings (text + spliced video tokens) itself while
+    vLLM holds the real LLM; loading the whole model a second time would double its GPU
+    memory (13 GB for LLaMA-7B in fp16) and starve vLLM.
+    """
+
+    def __init__(self, embeddings: nn.Embedding) -> None:
+        super().__init__()
+        self.embed_tokens = embeddings
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.embed_tokens
+
+    def forward(self, *args: object, **kwargs: object) -> None:
+        raise RuntimeError("this model was loaded with llm_weights='embeddings': it can only embed tokens")
+
+
+def load_embedding_table(path: Path, dtype: str, device: str) -> tuple[EmbeddingTableOnly, PreTrainedTokenizerBase]:
+    """Read just `*embed_tokens.weight` from the LLM's safetensors (sharded or not)."""
+    import json
+
+    from safetensors import safe_open
+
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    index = path / "model.safetensors.index.json"
+    if index.is_file():
+        weight_map: dict[str, str] = json.loads(index.read_text())["weight_map"]
+        candidates = [(k, path / f) for k, f in weight_map.items() if k.endswith("embed_tokens.weight")]
+    else:
+        single = path / "model.safetensors"
+        if not single.is_file():
+            raise FileNotFoundError(f"{path}: no model.safetensors(.index.json) to read the embedding table from")
+        with safe_open(str(single), framework="pt") as fh:
+            candidates = [(k, single) for k in fh.keys() if k.endswith("embed_tokens.weight")]  # noqa: SIM118
+    if not candidates:
+        raise KeyError(f"{path}: no '*embed_tokens.weight' tensor in the LLM weights")
+    key, file = candidates[0]
+    with safe_open(str(file), framework="pt", device="cpu") as fh:
+        weight = fh.get_tensor(key)  # (V, D)
+    table = nn.Embedding.from_pretrained(weight.to(torch_dtype(dtype)), freeze=True)
+    return EmbeddingTableOnly(table).to(device), tokenizer

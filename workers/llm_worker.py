@@ -304,7 +304,9 @@ def build_worker(settings: Settings) -> LLMWorker:
 
     model_dir = resolve_model_dir(settings)
     log.info("loading checkpoint %s on %s", model_dir, settings.device)
-    model = load_checkpoint(model_dir, device=settings.device)
+    # vLLM holds the LLM itself: load only the embedding table beside it.
+    llm_weights = "embeddings" if settings.engine == "vllm" else "full"
+    model = load_checkpoint(model_dir, device=settings.device, llm_weights=llm_weights)
     engine = build_engine(settings, model, model_dir)
     moderator = None
     refusal_text: Callable[[str], str] = _no_policy_refusal

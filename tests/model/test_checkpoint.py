@@ -130,3 +130,16 @@ def test_abstractor_weights_that_do_not_fit_the_config_are_named(checkpoint_copy
     _write_config(checkpoint_copy, data)
     with pytest.raises(CheckpointError, match=rf"{ABSTRACTOR_FILE}: missing \[.*blocks\.1"):
         load_checkpoint(checkpoint_copy)
+
+
+def test_embeddings_only_load_builds_the_same_prompt(tiny_checkpoint_dir, tiny_model) -> None:
+    """The vLLM worker's light load: identical prompt embeddings, no LLM forward."""
+    light = load_checkpoint(tiny_checkpoint_dir, llm_weights="embeddings")
+    frames = torch.randint(0, 255, (1, 4, 32, 32, 3), dtype=torch.uint8)
+    feats = {"v": tiny_model.encode_frames(frames)[0]}
+    turns = (Turn("user", "what happens?", videos=("v",)),)
+    with torch.inference_mode():
+        assert torch.equal(light.prompt_embeds(turns, feats), tiny_model.prompt_embeds(turns, feats))
+    assert sum(p.numel() for p in light.llm.parameters()) < sum(p.numel() for p in tiny_model.llm.parameters())
+    with pytest.raises(RuntimeError, match="embeddings"):
+        light.llm(input_ids=torch.tensor([[1]]))
