@@ -75,8 +75,9 @@ class Settings(BaseSettings):
     t2v_vae_slicing: bool = False
     t2v_vae_tiling: bool = False
     # Output frame check: "module:factory" returning a model.safety.base.FrameChecker.
-    # Empty: PassThroughFrameChecker (flags nothing, reports itself inactive).
-    t2v_frame_checker: str = ""
+    # Default: the CLIP of the configured LLM checkpoint, active when it is a pretrained
+    # CLIP. Empty: PassThroughFrameChecker (flags nothing, reports itself inactive).
+    t2v_frame_checker: str = "model.safety.from_checkpoint:from_settings"
     t2v_safety_sample_frames: int = Field(default=8, ge=1)
     # A running job's RQ registry entry lives this long without a heartbeat from its
     # worker; after that a worker's maintenance (or the API's reconcile) retries or fails it.

@@ -40,8 +40,8 @@ class VisionConfig:
     frame_batch: int = 64  # frames a forward pass, to bound memory
 
 
-def create_clip(cfg: VisionConfig, root: Path, device: str = "cpu") -> nn.Module:
-    """Build the full open_clip model (image + text towers) and load local weights."""
+def clip_architecture(cfg: VisionConfig, root: Path) -> str:
+    """The open_clip model name for `create_model` / `get_tokenizer`."""
     if (cfg.name is None) == (cfg.config_dir is None):
         raise VisionConfigError("vision: set exactly one of 'name' and 'config_dir'")
     if cfg.name is not None:
@@ -53,6 +53,17 @@ def create_clip(cfg: VisionConfig, root: Path, device: str = "cpu") -> nn.Module
         arch = cfg.name
     else:
         arch = f"local-dir:{(root / cfg.config_dir).resolve()}"
+    return arch
+
+
+def clip_tokenizer(cfg: VisionConfig, root: Path):
+    """The text tokenizer matching the tower (open_clip's bundled BPE for CLIP models)."""
+    return open_clip.get_tokenizer(clip_architecture(cfg, root))
+
+
+def create_clip(cfg: VisionConfig, root: Path, device: str = "cpu") -> nn.Module:
+    """Build the full open_clip model (image + text towers) and load local weights."""
+    arch = clip_architecture(cfg, root)
     model = open_clip.create_model(arch, pretrained=None, load_weights=False, device=device)
     if cfg.config_dir is not None:
         # Kept on the module so a trained tower can be saved in the same format.

@@ -15,10 +15,12 @@ import logging
 import os
 import socket
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import numpy as np
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
@@ -33,7 +35,7 @@ from model.engine.base import (
     SamplingParams,
     Turn,
 )
-from model.safety.base import SafetyVerdict
+from model.safety.base import FrameChecker, PassThroughFrameChecker, SafetyVerdict
 
 log = logging.getLogger("gpt4video.llm_worker")
 
@@ -107,10 +109,16 @@ class LLMWorker:
         moderator: Moderator | None,
         refusal_text: Callable[[str], str],
         name: str | None = None,
+        frame_checker: FrameChecker | None = None,
+        frame_sampler: Callable[[str], np.ndarray] | None = None,
     ) -> None:
         self.settings = settings
         self.engine = engine
         self.moderator = moderator
+        # Uploaded videos are screened when a checker that can judge is configured.
+        self.frame_checker = frame_checker
+        self.frame_sampler = frame_sampler
+        self._video_verdicts: OrderedDict[str, SafetyVerdict] = OrderedDict()
         self.refusal_text = refusal_text
         self.name = name or f"{socket.gethostname()}-{os.getpid()}"
         self.redis = aioredis.from_url(settings.redis_url)
@@ -258,6 +266,14 @@ class LLMWorker:
 
         last_delta: list[asyncio.Task] = []  # deltas publish in order: each waits for the previous
 
+        flagged_video = await self._screen_videos(req.video_paths)
+        if flagged_video is not None:
+            self.stats.refused += 1
+            category = flagged_video.category or "unsafe"
+            return wire.LLMReply(
+                id=req.id, status="refused", text=self.refusal_text(category), finish_reason="stop",
+                refusal=wire.SafetyHit(category=category, score=flagged_video.score), worker=self.name)
+
         def on_delta(request_id: str, delta: str) -> None:
             previous = last_delta[-1] if last_delta else None
             last_delta[:] = [asyncio.create_task(self._publish_after(previous, request_id, delta))]
@@ -278,6 +294,26 @@ class LLMWorker:
         if previous is not None:
             await previous
         await self._publish(request_id, {"type": "delta", "text": delta})
+
+    async def _screen_videos(self, video_paths: dict[str, str]) -> SafetyVerdict | None:
+        """The first flagged video's verdict, or None. Verdicts are cached by video id
+        (ids are content hashes), so a video is screened once."""
+        if self.frame_checker is None or self.frame_sampler is None:
+            return None
+        for video_id, path in video_paths.items():
+            verdict = self._video_verdicts.get(video_id)
+            if verdict is None:
+                try:
+                    frames = await asyncio.to_thread(self.frame_sampler, path)
+                except Exception:  # unreadable: the engine reports it as the request's error
+                    continue
+                verdict = await asyncio.to_thread(self.frame_checker.check, frames)
+                self._video_verdicts[video_id] = verdict
+                while len(self._video_verdicts) > 4096:
+                    self._video_verdicts.popitem(last=False)
+            if verdict.flagged:
+                return verdict
+        return None
 
     async def _delivery_count(self, entry_id: str) -> int:
         info = await self.redis.xpending_range(wire.REQUESTS_STREAM, wire.GROUP, min=entry_id, max=entry_id, count=1)
@@ -301,6 +337,8 @@ def build_worker(settings: Settings) -> LLMWorker:
     from gpt4video.defaults import resolve_model_dir
     from model.checkpoint import load_checkpoint
     from model.engine.factory import build_engine
+    from model.safety.from_checkpoint import frame_checker_for_model
+    from model.video import sample_frames
 
     model_dir = resolve_model_dir(settings)
     log.info("loading checkpoint %s on %s", model_dir, settings.device)
@@ -318,7 +356,15 @@ def build_worker(settings: Settings) -> LLMWorker:
         refusal_text = refusal_message
     else:
         log.warning("SAFETY_ENABLED=false: user turns and captions are not moderated")
-    return LLMWorker(settings, engine, moderator, refusal_text)
+    frame_checker = frame_checker_for_model(model)
+    if isinstance(frame_checker, PassThroughFrameChecker):
+        return LLMWorker(settings, engine, moderator, refusal_text)
+    cfg = model.config.vision
+
+    def sample(path: str) -> np.ndarray:
+        return sample_frames(path, cfg.num_frames, size=cfg.image_size)
+
+    return LLMWorker(settings, engine, moderator, refusal_text, frame_checker=frame_checker, frame_sampler=sample)
 
 
 def _no_policy_refusal(category: str) -> str:
