@@ -30,7 +30,7 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("train-safety",): ("model.safety.train_text", "train the text moderation head"),
     ("build-refusal-data",): ("model.safety.refusal_data", "write refusal conversations for training"),
     ("eval", "safety"): ("model.safety.eval_text", "precision/recall/F1 of the moderation head"),
-    ("eval",): ("model.eval", "evaluate a checkpoint on held-out shapes videos"),
+    ("eval",): ("model.eval.shapes", "evaluate a checkpoint on held-out shapes videos"),
 }
 
 

@@ -1,0 +1,110 @@
+"""The per-stage training objectives as modules whose `forward(items)` returns the loss.
+
+Wrapping each objective in a module keeps DDP (multi-GPU) correct: gradients are
+synchronised through `forward`, so the loss must be computed there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import open_clip
+import torch
+from open_clip.loss import ClipLoss
+from torch import nn
+
+from model.network import GPT4VideoModel
+from model.train.data import DialogueItem, FeatureStore, FrameStore, all_videos
+
+
+class DialogueLoss(nn.Module):
+    """Stages 1 and 2: next-token loss on assistant text, video tokens from the abstractor."""
+
+    def __init__(self, model: GPT4VideoModel, features: FeatureStore) -> None:
+        super().__init__()
+        self.model = model
+        self.features = features
+
+    def forward(self, items: Sequence[DialogueItem]) -> torch.Tensor:
+        videos = all_videos(items)
+        video_tokens: dict[str, torch.Tensor] = {}
+        if videos:
+            fv = self.features.get(videos)  # (V, T, P, C)
+            tokens = self.model.abstractor(fv)  # (V, Nq, D_llm)
+            video_tokens = dict(zip(videos, tokens, strict=True))
+        sequences = [self.model.build_sequence(it.turns, video_tokens, add_generation_prompt=False)
+                     for it in items]
+        return self.model.loss(self.model.collate(sequences))
+
+
+@dataclass(frozen=True)
+class FrameTextGroup:
+    """Stage 0 vision item: frames sharing one caption (one drawn per batch).
+
+    Members are (video path, sampled-frame index); index -1 draws any frame of the video.
+    """
+
+    text: str
+    frames: tuple[tuple[str, int], ...]
+
+
+class ClipContrastive(nn.Module):
+    """Stage 0: open_clip's contrastive loss between single frames and their captions.
+
+    Each item is a caption group, so a batch never holds the same caption twice (which
+    would make a 'negative' identical to the positive).
+    """
+
+    def __init__(self, model: GPT4VideoModel, frames: FrameStore, context_length: int, seed: int = 0) -> None:
+        super().__init__()
+        self.vision = model.vision
+        self.clip = model.vision.clip
+        self.frames = frames
+        self.context_length = context_length
+        self.loss_fn = ClipLoss()
+        self._rng = np.random.default_rng(seed)
+
+    def forward(self, items: Sequence[FrameTextGroup]) -> torch.Tensor:
+        device = self.clip.logit_scale.device
+        pixels = []
+        for group in items:
+            video, k = group.frames[int(self._rng.integers(0, len(group.frames)))]
+            clip_frames = self.frames.get(video)  # (T, S, S, 3)
+            pixels.append(clip_frames[k if k >= 0 else int(self._rng.integers(0, len(clip_frames)))])
+        frames = torch.from_numpy(np.stack(pixels)).to(device)  # (B, S, S, 3) uint8
+        images = self.vision.preprocess(frames)  # (B, 3, S, S)
+        text = open_clip.tokenize([g.text for g in items], context_length=self.context_length).to(device)
+        image_features = self.clip.encode_image(images, normalize=True)  # (B, E)
+        text_features = self.clip.encode_text(text, normalize=True)  # (B, E)
+        return self.loss_fn(image_features, text_features, self.clip.logit_scale.exp())
+
+
+class TextLMLoss(nn.Module):
+    """Stage 0: plain next-token loss of the base LLM (LoRA bypassed) on corpus text."""
+
+    def __init__(self, model: GPT4VideoModel, max_tokens: int = 256) -> None:
+        super().__init__()
+        self.llm = model.llm
+        self.tokenizer = model.tokenizer
+        self.max_tokens = max_tokens
+
+    def forward(self, texts: Sequence[str]) -> torch.Tensor:
+        tok = self.tokenizer
+        device = self.llm.get_input_embeddings().weight.device
+        rows = []
+        for text in texts:
+            ids = tok.encode(text, add_special_tokens=False)[: self.max_tokens - 2]
+            rows.append([tok.bos_token_id, *ids, tok.eos_token_id])
+        longest = max(len(r) for r in rows)
+        input_ids = torch.full((len(rows), longest), tok.pad_token_id, dtype=torch.long)  # (B, L)
+        mask = torch.zeros((len(rows), longest), dtype=torch.long)  # (B, L)
+        for i, r in enumerate(rows):
+            input_ids[i, : len(r)] = torch.tensor(r)
+            mask[i, : len(r)] = 1
+        labels = input_ids.masked_fill(mask == 0, -100)  # (B, L)
+        with self.llm.disable_adapter():
+            out = self.llm(input_ids=input_ids.to(device), attention_mask=mask.to(device),
+                           labels=labels.to(device), use_cache=False)
+        return out.loss

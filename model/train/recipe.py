@@ -1,0 +1,115 @@
+"""`gpt4video train shapes-default`: rebuild the shipped local default checkpoint end to end.
+
+data shapes -> data instructions -> stage 0 -> stage 1 -> stage 2 -> eval, each step the
+same command a user would run (their `main(argv)`), then the final checkpoint is copied
+to `model/checkpoints/shapes-small/` (no training state, so it stays small). Sized to
+finish in under 30 minutes on 2 CPU cores; pass `--scale` to train longer on a GPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from model.data import instructions, shapes
+from model.eval import shapes as shapes_eval
+from model.train import stage0, stage1, stage2
+
+log = logging.getLogger(__name__)
+
+DEFAULT_OUT = Path(__file__).resolve().parents[1] / "checkpoints" / "shapes-small"
+
+# Model sizes for the CPU default (model.tiny.TinySizes fields).
+SIZES = {
+    "image_size": 64, "patch_size": 8, "vision_width": 96, "vision_layers": 3, "clip_embed_dim": 96,
+    "text_width": 64, "text_layers": 2, "num_frames": 8,
+    "abstractor_width": 96, "abstractor_layers": 2, "abstractor_heads": 4,
+    "temporal_queries": 8, "spatial_queries": 8,
+    "llm_width": 128, "llm_layers": 3, "llm_heads": 4, "llm_kv_heads": 2, "llm_intermediate": 384,
+    "vocab_size": 512, "lora_r": 16,
+}
+# A short system prompt: every training sequence carries it, and the CPU budget is tight.
+SYSTEM_PROMPT = "You are GPT4Video, a video assistant."
+
+
+def _run(name: str, fn: Callable[[list[str]], int], argv: list[str], timings: dict[str, float]) -> None:
+    print(f"\n== {name}: {' '.join(argv)}", flush=True)
+    started = time.perf_counter()
+    code = fn(argv)
+    timings[name] = round(time.perf_counter() - started, 1)
+    if code != 0:
+        raise SystemExit(f"{name} failed with exit code {code}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="gpt4video train shapes-default", description=__doc__.splitlines()[0])
+    parser.add_argument("--work", type=Path, default=Path("data/shapes-default"), help="data + stage outputs")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where the final checkpoint goes")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--train-videos", type=int, default=1500)
+    parser.add_argument("--val-videos", type=int, default=100)
+    parser.add_argument("--test-videos", type=int, default=200)
+    parser.add_argument("--scale", type=float, default=1.0, help="multiply every stage's steps")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="CPU threads for torch (1: robust on a shared CPU; 0: torch's choice)")
+    parser.add_argument("--multi-video-groups", type=int, default=300, help="cap on multi-video dialogues")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    work: Path = args.work
+    data = work / "shapes"
+    no_progress = ["--no-progress"] if args.no_progress else []
+    quiet = no_progress + (["--threads", str(args.threads)] if args.threads else [])
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+
+    def steps(n: int) -> str:
+        return str(max(1, round(n * args.scale)))
+
+    _run("data shapes", shapes.main, [
+        "--out", str(data), "--seed", str(args.seed), "--train", str(args.train_videos),
+        "--val", str(args.val_videos), "--test", str(args.test_videos), *no_progress], timings)
+    for split in ("train", "val"):
+        _run(f"data instructions {split}", instructions.main, [
+            "--captions", str(data / f"{split}.jsonl"), "--out", str(work / f"instructions-{split}.jsonl"),
+            "--seed", str(args.seed + (split == "val")),
+            "--multi-video-max-groups", str(args.multi_video_groups),
+            # Refusal dialogues come from the safety prompt set's train split: train only.
+            *(["--no-refusals"] if split == "val" else [])], timings)
+    sizes = [f"--size={k}={v}" for k, v in SIZES.items()]
+    _run("train stage0", stage0.main, [
+        "--captions", str(data / "train.jsonl"), "--val-captions", str(data / "val.jsonl"),
+        "--instructions", str(work / "instructions-train.jsonl"), "--out", str(work / "stage0"),
+        "--seed", str(args.seed), "--vision-steps", steps(400), "--vision-batch", "48",
+        "--llm-steps", steps(1200), "--llm-batch", "32", "--llm-lr", "3e-3",
+        "--system-prompt", SYSTEM_PROMPT, *sizes, *quiet], timings)
+    _run("train stage1", stage1.main, [
+        "--checkpoint", str(work / "stage0"), "--captions", str(data / "train.jsonl"),
+        "--val-captions", str(data / "val.jsonl"), "--out", str(work / "stage1"),
+        "--steps", steps(500), "--batch-size", "32", "--lr", "2e-3", "--seed", str(args.seed), *quiet], timings)
+    _run("train stage2", stage2.main, [
+        "--checkpoint", str(work / "stage1"), "--instructions", str(work / "instructions-train.jsonl"),
+        "--val-instructions", str(work / "instructions-val.jsonl"), "--out", str(work / "stage2"),
+        "--train-abstractor", "--steps", steps(1200), "--batch-size", "16", "--lr", "2e-3",
+        "--seed", str(args.seed), *quiet], timings)
+
+    if args.out.exists():
+        shutil.rmtree(args.out)
+    shutil.copytree(work / "stage2", args.out)
+    logs = [json.loads(line) for s in ("stage0", "stage1", "stage2")
+            for line in (work / s / "training_log.jsonl").read_text().splitlines() if line.strip()]
+    train_wall = round(time.perf_counter() - started, 1)
+    (args.out / "training_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in logs))
+
+    _run("eval", shapes_eval.main, [
+        "--checkpoint", str(args.out), "--data", str(data), "--split", "test",
+        "--json", str(args.out / "eval.json"), *quiet], timings)
+    summary = {"timings_s": timings, "train_wall_s": train_wall,
+               "total_wall_s": round(time.perf_counter() - started, 1)}
+    (args.out / "recipe.json").write_text(json.dumps(summary, indent=2))
+    print(json.dumps(summary, indent=2))
+    return 0

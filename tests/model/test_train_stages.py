@@ -1,0 +1,126 @@
+"""Stages 0, 1 and 2 learn on a tiny batch and write checkpoints the server loads.
+
+One tiny shapes world (32 px, 4-6 frames) and the default tiny model sizes keep every
+stage to a few seconds on a CPU.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from model.checkpoint import load_checkpoint
+from model.data.instructions import BuilderConfig, build_file
+from model.data.shapes import WorldConfig, generate_split
+from model.engine.base import GenerationRequest, SamplingParams, Turn
+from model.engine.hf_engine import HFEngine
+from model.train import stage0, stage1, stage2
+
+WORLD = WorldConfig(size=32, min_frames=4, max_frames=6)
+QUIET = ["--no-progress", "--threads", "1"]
+
+
+def _log(checkpoint: Path) -> list[dict]:
+    return [json.loads(line) for line in (checkpoint / "training_log.jsonl").read_text().splitlines()]
+
+
+def _weights(directory: Path, name: str) -> dict[str, torch.Tensor]:
+    return load_file(str(directory / name))
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("world")
+    generate_split(root / "shapes", "train", 8, seed=0, cfg=WORLD, progress=False)
+    generate_split(root / "shapes", "val", 4, seed=0, cfg=WORLD, progress=False)
+    cfg = BuilderConfig(include_refusals=False, min_rounds=2, max_rounds=3)
+    build_file(root / "shapes" / "train.jsonl", root / "train.jsonl", cfg)
+    build_file(root / "shapes" / "val.jsonl", root / "val.jsonl", cfg.model_copy(update={"seed": 1}))
+    return root
+
+
+@pytest.fixture(scope="module")
+def stage0_dir(world: Path) -> Path:
+    out = world / "stage0"
+    assert stage0.main([
+        "--captions", str(world / "shapes" / "train.jsonl"), "--val-captions", str(world / "shapes" / "val.jsonl"),
+        "--instructions", str(world / "train.jsonl"), "--out", str(out), "--vision-steps", "30",
+        "--vision-batch", "4", "--vision-lr", "3e-3", "--llm-steps", "30", "--llm-batch", "8",
+        "--llm-lr", "3e-3", "--eval-every", "0", *QUIET,
+    ]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def stage1_dir(world: Path, stage0_dir: Path) -> Path:
+    out = world / "stage1"
+    assert stage1.main([
+        "--checkpoint", str(stage0_dir), "--captions", str(world / "shapes" / "train.jsonl"),
+        "--val-captions", str(world / "shapes" / "val.jsonl"), "--out", str(out), "--steps", "25",
+        "--batch-size", "4", "--lr", "3e-3", "--warmup-steps", "2", "--eval-every", "10", *QUIET,
+    ]) == 0
+    return out
+
+
+def test_stage0_reduces_both_losses_and_leaves_a_noop_lora(stage0_dir: Path) -> None:
+    (record,) = _log(stage0_dir)
+    for part in ("vision", "llm"):
+        assert record[part]["last_loss"] < record[part]["first_loss"], (part, record[part])
+    model = load_checkpoint(stage0_dir)
+    assert model.config.info["trained"] is True
+    lora_b = [p for n, p in model.llm.named_parameters() if "lora_B" in n]
+    assert lora_b and all(float(p.abs().max()) == 0.0 for p in lora_b)
+
+
+def test_stage1_trains_only_the_abstractor(stage0_dir: Path, stage1_dir: Path) -> None:
+    (record,) = _log(stage1_dir)
+    assert record["last_loss"] < record["first_loss"]
+    before, after = _weights(stage0_dir, "abstractor.safetensors"), _weights(stage1_dir, "abstractor.safetensors")
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    for name in ("llm/model.safetensors", "vision/open_clip_model.safetensors"):
+        a, b = _weights(stage0_dir, name), _weights(stage1_dir, name)
+        assert all(torch.equal(a[k], b[k]) for k in a), f"{name} changed in stage 1"
+
+
+def test_stage2_trains_the_lora_and_the_server_engine_answers(world: Path, stage1_dir: Path) -> None:
+    out = world / "stage2"
+    assert stage2.main([
+        "--checkpoint", str(stage1_dir), "--instructions", str(world / "train.jsonl"),
+        "--val-instructions", str(world / "val.jsonl"), "--out", str(out), "--steps", "25",
+        "--batch-size", "4", "--lr", "3e-3", "--warmup-steps", "2", "--eval-every", "0", *QUIET,
+    ]) == 0
+    (record,) = _log(out)
+    assert record["last_loss"] < record["first_loss"]
+    lora_before = _weights(stage1_dir, "lora/adapter_model.safetensors")
+    lora_after = _weights(out, "lora/adapter_model.safetensors")
+    assert any(not torch.equal(lora_before[k], lora_after[k]) for k in lora_before)
+    base_before, base_after = _weights(stage1_dir, "llm/model.safetensors"), _weights(out, "llm/model.safetensors")
+    assert all(torch.equal(base_before[k], base_after[k]) for k in base_before)
+    abs_before, abs_after = _weights(stage1_dir, "abstractor.safetensors"), _weights(out, "abstractor.safetensors")
+    assert all(torch.equal(abs_before[k], abs_after[k]) for k in abs_before)  # no --train-abstractor
+
+    engine = HFEngine(load_checkpoint(out))
+    video = world / "shapes" / "val" / "shapes-val-000000.mp4"
+    (result,) = engine.generate([GenerationRequest(
+        "r1", (Turn("user", "Describe the video.", ("v",)),), SamplingParams(max_new_tokens=8),
+        video_paths={"v": str(video)})])
+    assert result.error is None and result.finish_reason in ("stop", "length")
+    assert result.prompt_tokens > load_checkpoint(out).num_video_tokens
+
+
+def test_resume_continues_from_the_saved_step(world: Path, stage0_dir: Path) -> None:
+    out = world / "resumed"
+    common = ["--checkpoint", str(stage0_dir), "--captions", str(world / "shapes" / "train.jsonl"),
+              "--out", str(out), "--batch-size", "4", "--eval-every", "0", "--save-every", "2", *QUIET]
+    assert stage1.main([*common, "--steps", "4"]) == 0
+    state = out.parent / "resumed.train-state" / "progress.json"
+    first = json.loads(state.read_text())
+    assert first["step"] == 4 and len(first["train_losses"]) == 4
+    assert stage1.main([*common, "--steps", "6", "--resume"]) == 0
+    second = json.loads(state.read_text())
+    assert second["step"] == 6
+    assert second["train_losses"][:4] == first["train_losses"] and len(second["train_losses"]) == 6
