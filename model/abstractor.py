@@ -11,6 +11,11 @@ Memory layouts (`memory`):
   position. Cheap: attention cost O(T + P) per query.
 - "full": both query sets read all `T * P` tokens with temporal + spatial positions.
   Sharper, O(T * P) per query.
+- "full_delta": "full" plus `(T - 1) * P` change tokens `proj(Fv[t] - Fv[t-1])` at the
+  same positions. Additive position codes cannot pair *where* with *when* inside one
+  token, so motion direction is otherwise only recoverable through learned, time-selective
+  attention; a change token carries it directly (an object moving left leaves "appeared"
+  features on its left edge and "vanished" ones on its right).
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ class AbstractorConfig:
     dropout: float = 0.0
     max_frames: int = 64  # size of the learnable temporal position table
     max_patches: int = 257  # ViT-L/14 at 224 px: 1 CLS + 16*16 patches
-    memory: Literal["factorized", "full"] = "factorized"
+    memory: Literal["factorized", "full", "full_delta"] = "factorized"
 
     @property
     def num_tokens(self) -> int:
@@ -77,6 +82,8 @@ class VideoAbstractor(nn.Module):
         self.spatial_queries = nn.Parameter(torch.randn(cfg.num_spatial_queries, d) * 0.02)
         self.temporal_blocks = nn.ModuleList(_QueryBlock(cfg) for _ in range(cfg.layers))
         self.spatial_blocks = nn.ModuleList(_QueryBlock(cfg) for _ in range(cfg.layers))
+        if cfg.memory == "full_delta":
+            self.delta_proj = nn.Linear(d, d)
         self.out_norm = nn.LayerNorm(d)
         self.out_proj = nn.Linear(d, cfg.llm_width)
 
@@ -91,8 +98,12 @@ class VideoAbstractor(nn.Module):
         x = self.input_proj(fv)  # (B, T, P, D)
         t_pos = self.temporal_pos[:t][None, :, None, :]  # (1, T, 1, D)
         s_pos = self.spatial_pos[:p][None, None, :, :]  # (1, 1, P, D)
-        if self.cfg.memory == "full":
+        if self.cfg.memory in {"full", "full_delta"}:
             mem = (x + t_pos + s_pos).reshape(b, t * p, -1)  # (B, T*P, D)
+            if self.cfg.memory == "full_delta" and t > 1:
+                change = self.delta_proj(x[:, 1:] - x[:, :-1])  # (B, T-1, P, D)
+                change = (change + t_pos[:, 1:] + s_pos).reshape(b, (t - 1) * p, -1)  # (B, (T-1)*P, D)
+                mem = torch.cat([mem, change], dim=1)  # (B, (2T-1)*P, D)
             temporal_mem = spatial_mem = mem
         else:
             temporal_mem = x.mean(dim=2) + t_pos[:, :, 0, :]  # (B, T, D)

@@ -84,17 +84,17 @@ def main(argv: list[str] | None = None) -> int:
     _run("train stage0", stage0.main, [
         "--captions", str(data / "train.jsonl"), "--val-captions", str(data / "val.jsonl"),
         "--instructions", str(work / "instructions-train.jsonl"), "--out", str(work / "stage0"),
-        "--seed", str(args.seed), "--vision-steps", steps(400), "--vision-batch", "48",
-        "--llm-steps", steps(1200), "--llm-batch", "32", "--llm-lr", "3e-3",
+        "--seed", str(args.seed), "--vision-steps", steps(1000), "--vision-batch", "48",
+        "--llm-steps", steps(1000), "--llm-batch", "32", "--llm-lr", "3e-3", "--abstractor-memory", "full_delta",
         "--system-prompt", SYSTEM_PROMPT, *sizes, *quiet], timings)
     _run("train stage1", stage1.main, [
         "--checkpoint", str(work / "stage0"), "--captions", str(data / "train.jsonl"),
         "--val-captions", str(data / "val.jsonl"), "--out", str(work / "stage1"),
-        "--steps", steps(500), "--batch-size", "32", "--lr", "2e-3", "--seed", str(args.seed), *quiet], timings)
+        "--steps", steps(1200), "--batch-size", "32", "--lr", "2e-3", "--seed", str(args.seed), *quiet], timings)
     _run("train stage2", stage2.main, [
         "--checkpoint", str(work / "stage1"), "--instructions", str(work / "instructions-train.jsonl"),
         "--val-instructions", str(work / "instructions-val.jsonl"), "--out", str(work / "stage2"),
-        "--train-abstractor", "--steps", steps(1200), "--batch-size", "16", "--lr", "2e-3",
+        "--train-abstractor", "--steps", steps(1000), "--batch-size", "16", "--lr", "2e-3",
         "--seed", str(args.seed), *quiet], timings)
 
     if args.out.exists():

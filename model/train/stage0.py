@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from model.abstractor import VideoAbstractor
 from model.checkpoint import load_checkpoint, save_checkpoint
 from model.data.instructions import read_caption_items, read_conversations
 from model.data.schema import Conversation
@@ -101,9 +102,12 @@ def parse_sizes(pairs: Sequence[str]) -> TinySizes:
 
 
 def set_abstractor_memory(model: GPT4VideoModel, memory: str) -> None:
-    """Both memory layouts share the same weights; only the config (and forward) differ."""
+    """Switch the memory layout; shared weights are kept ("full_delta" adds a fresh change
+    projection)."""
     cfg = dataclasses.replace(model.abstractor.cfg, memory=memory)
-    model.abstractor.cfg = cfg
+    rebuilt = VideoAbstractor(cfg).to(model.device)
+    rebuilt.load_state_dict(model.abstractor.state_dict(), strict=False)
+    model.abstractor = rebuilt
     model.config = dataclasses.replace(model.config, abstractor=cfg)  # type: ignore[attr-defined]
 
 
@@ -132,7 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", action="append", default=[], metavar="KEY=VALUE",
                         help="fresh checkpoint sizes (model.tiny.TinySizes fields)")
     parser.add_argument("--system-prompt", help="fresh checkpoint: default system prompt (else the stock one)")
-    parser.add_argument("--abstractor-memory", choices=("factorized", "full"), default="full")
+    parser.add_argument("--abstractor-memory", choices=("factorized", "full", "full_delta"),
+                        default="full")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--vision-steps", type=int, default=400)
     parser.add_argument("--vision-batch", type=int, default=32)

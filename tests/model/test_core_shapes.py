@@ -65,7 +65,7 @@ def test_encode_frames_gives_fixed_token_count(tiny_model) -> None:
     assert not torch.allclose(a, b)
 
 
-@pytest.mark.parametrize("memory", ["factorized", "full"])
+@pytest.mark.parametrize("memory", ["factorized", "full", "full_delta"])
 def test_abstractor_token_count_is_invariant_to_frame_count(memory: str) -> None:
     torch.manual_seed(0)
     abstractor = VideoAbstractor(dataclasses.replace(SMALL, memory=memory)).eval()
@@ -79,7 +79,7 @@ def test_abstractor_token_count_is_invariant_to_frame_count(memory: str) -> None
     assert SMALL.num_tokens == 3 + 5
 
 
-@pytest.mark.parametrize("memory", ["factorized", "full"])
+@pytest.mark.parametrize("memory", ["factorized", "full", "full_delta"])
 def test_abstractor_rejects_too_many_frames(memory: str) -> None:
     abstractor = VideoAbstractor(dataclasses.replace(SMALL, memory=memory))
     fv = torch.randn(1, SMALL.max_frames + 1, 7, SMALL.vision_width)  # (1, Tmax+1, P, C)
@@ -108,3 +108,18 @@ def test_factorized_layout_temporal_tokens_first() -> None:
     nt = SMALL.num_temporal_queries
     torch.testing.assert_close(out[:, nt:], flipped[:, nt:], rtol=1e-5, atol=1e-5)
     assert not torch.allclose(out[:, :nt], flipped[:, :nt], atol=1e-4)
+
+
+def test_full_delta_reads_frame_differences() -> None:
+    """Change tokens come from Fv[t] - Fv[t-1] through `delta_proj`: perturbing that
+    projection changes the output, so the change tokens are really read."""
+    torch.manual_seed(0)
+    fv = torch.randn(1, 4, 5, SMALL.vision_width)  # (B, T, P, C)
+    abstractor = VideoAbstractor(dataclasses.replace(SMALL, memory="full_delta")).eval()
+    with torch.no_grad():
+        before = abstractor(fv)  # (B, Nq, D_llm)
+        abstractor.delta_proj.weight.mul_(3.0)
+        after = abstractor(fv)
+        single = abstractor(fv[:, :1])  # one frame: no change tokens at all
+    assert not torch.allclose(before, after, atol=1e-5)
+    assert single.shape == before.shape
