@@ -28,6 +28,7 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("train", "stage2"): ("model.train.stage2", "train the LoRA (and abstractor) on instruction data"),
     ("train", "shapes-default"): ("model.train.recipe", "rebuild the shipped shapes checkpoint end to end"),
     ("train-safety",): ("model.safety.train_text", "train the text moderation head"),
+    ("build-safety-prompts",): ("model.safety.data.build_prompts", "regenerate the labelled moderation prompt set"),
     ("build-refusal-data",): ("model.safety.refusal_data", "write refusal conversations for training"),
     ("eval", "safety"): ("model.safety.eval_text", "precision/recall/F1 of the moderation head"),
     ("eval",): ("model.eval.shapes", "evaluate a checkpoint on held-out shapes videos"),

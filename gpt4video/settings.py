@@ -33,6 +33,10 @@ class Settings(BaseSettings):
     # Trained text-moderation head; empty: the one shipped in the package.
     safety_head_path: Path | None = None
     safety_enabled: bool = True
+    # Per-category overrides of the shipped thresholds, as JSON: {"weapons_illegal": 0.6}.
+    safety_thresholds: dict[str, float] = Field(default_factory=dict)
+    # Per-category cosine thresholds of the CLIP frame check (uncalibrated defaults).
+    safety_frame_thresholds: dict[str, float] = Field(default_factory=dict)
 
     # --- api --------------------------------------------------------------------------
     api_host: str = "127.0.0.1"

@@ -352,11 +352,11 @@ def build_worker(settings: Settings) -> LLMWorker:
         from model.safety.policy import refusal_message
         from model.safety.text import TextModerator
 
-        moderator = TextModerator.load(settings.safety_head_path)
+        moderator = TextModerator.load(settings.safety_head_path, thresholds=settings.safety_thresholds)
         refusal_text = refusal_message
     else:
         log.warning("SAFETY_ENABLED=false: user turns and captions are not moderated")
-    frame_checker = frame_checker_for_model(model)
+    frame_checker = frame_checker_for_model(model, thresholds=settings.safety_frame_thresholds)
     if isinstance(frame_checker, PassThroughFrameChecker):
         return LLMWorker(settings, engine, moderator, refusal_text)
     cfg = model.config.vision

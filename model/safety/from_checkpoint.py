@@ -8,6 +8,7 @@ CLIP (`vision.pretrained: true`); otherwise it is the pass-through, which report
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 
 from model.safety.base import FrameChecker, PassThroughFrameChecker
@@ -16,7 +17,7 @@ from model.safety.frames import build_frame_checker
 log = logging.getLogger(__name__)
 
 
-def frame_checker_for_model(model) -> FrameChecker:
+def frame_checker_for_model(model, thresholds: Mapping[str, float] | None = None) -> FrameChecker:
     """Reuse a loaded model's tower (the LLM worker screens uploads with it)."""
     from model.vision import clip_tokenizer
 
@@ -25,10 +26,12 @@ def frame_checker_for_model(model) -> FrameChecker:
         log.info("upload frame screening inactive: the checkpoint's vision tower is not a pretrained CLIP")
         return PassThroughFrameChecker()
     tokenizer = clip_tokenizer(config.vision, Path(model.checkpoint_dir))
-    return build_frame_checker(model.vision.clip, tokenizer, pretrained=True)
+    return build_frame_checker(model.vision.clip, tokenizer, pretrained=True, thresholds=thresholds)
 
 
-def frame_checker_for_checkpoint(model_dir: Path, device: str = "cpu") -> FrameChecker:
+def frame_checker_for_checkpoint(
+    model_dir: Path, device: str = "cpu", thresholds: Mapping[str, float] | None = None
+) -> FrameChecker:
     """Load only the CLIP tower of a checkpoint (the t2v worker screens generated frames)."""
     from model.checkpoint import read_config
     from model.vision import clip_tokenizer, create_clip
@@ -39,7 +42,7 @@ def frame_checker_for_checkpoint(model_dir: Path, device: str = "cpu") -> FrameC
                     "frames pass unjudged", model_dir)
         return PassThroughFrameChecker()
     clip = create_clip(config.vision, model_dir, device=device)
-    return build_frame_checker(clip, clip_tokenizer(config.vision, model_dir), pretrained=True)
+    return build_frame_checker(clip, clip_tokenizer(config.vision, model_dir), pretrained=True, thresholds=thresholds)
 
 
 def from_settings() -> FrameChecker:
@@ -53,4 +56,5 @@ def from_settings() -> FrameChecker:
     if model_dir is None:  # the tiny random checkpoint: no pretrained CLIP by construction
         log.warning("generated-frame screening inactive: no checkpoint with a pretrained CLIP configured")
         return PassThroughFrameChecker()
-    return frame_checker_for_checkpoint(model_dir, device=settings.t2v_device)
+    return frame_checker_for_checkpoint(model_dir, device=settings.t2v_device,
+                                        thresholds=settings.safety_frame_thresholds)

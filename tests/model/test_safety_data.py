@@ -1,0 +1,41 @@
+"""The labelled moderation prompt set: size, labels, and a split that really holds out."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import asdict
+
+from model.safety.categories import CATEGORY_IDS, SAFE
+from model.safety.data import PROMPTS_PATH, load_prompts
+from model.safety.data.build_prompts import build_records
+
+
+def test_shipped_file_is_what_the_builder_writes() -> None:
+    shipped = [json.loads(line) for line in PROMPTS_PATH.read_text().splitlines()]
+    assert shipped == [asdict(r) for r in build_records()]
+
+
+def test_size_and_coverage() -> None:
+    prompts = load_prompts()
+    assert len(prompts) >= 700
+    kinds = Counter((p.kind, p.label if p.kind == "harmful" else p.near) for p in prompts)
+    for category in CATEGORY_IDS:
+        assert kinds[("harmful", category)] >= 40
+        assert kinds[("benign_lookalike", category)] >= 40
+    assert kinds[("benign", None)] >= 100
+    assert {p.style for p in prompts} == {"caption", "request"}
+    assert "how do I kill a stuck process in linux" in {p.text for p in prompts}
+
+
+def test_split_is_by_group_and_stratified() -> None:
+    prompts = load_prompts()
+    train, test = load_prompts(split="train"), load_prompts(split="test")
+    assert len(train) + len(test) == len(prompts)
+    assert {p.group for p in train}.isdisjoint({p.group for p in test})
+    assert {p.text for p in train}.isdisjoint({p.text for p in test})
+    assert 0.18 <= len(test) / len(prompts) <= 0.27
+    for category in CATEGORY_IDS:
+        assert any(p.label == category for p in test)
+        assert any(p.near == category for p in test)
+    assert any(p.kind == "benign" and p.label == SAFE for p in test)
