@@ -17,7 +17,8 @@ from tests.app.conftest import Service, _free_port, service_env, start_api
 
 pytestmark = pytest.mark.slow
 
-SERVICE_ENV = {"LLM_REQUEST_TIMEOUT_S": "6"}
+# A long heartbeat TTL: a frozen worker still counts as alive, so requests reach the stream.
+SERVICE_ENV = {"LLM_REQUEST_TIMEOUT_S": "6", "HEARTBEAT_TTL_S": "15"}
 
 
 def test_frozen_worker_gives_504_not_a_hang(service: Service) -> None:
@@ -38,9 +39,10 @@ def test_frozen_worker_gives_504_not_a_hang(service: Service) -> None:
 def test_killed_worker_requests_are_taken_over(service: Service, tmp_path: Path) -> None:
     """Worker A holds a request when it is SIGKILLed; worker B claims it and answers.
 
-    To make "A had read the entry" deterministic, A is frozen first and the test reads
-    the entry into A's pending list under A's consumer name (exactly the state a crash
-    after XREADGROUP leaves), then kills A.
+    To make "A had read the entry" deterministic, A is frozen first. Redis still hands a
+    new entry to A's pending blocking read (server side), or else the test reads it into
+    A's pending list under A's consumer name; either way this is exactly the state a crash
+    after XREADGROUP leaves. Then A is killed.
     """
     [worker_a] = service.workers
     conn = redis.Redis.from_url(service.redis_url)
@@ -56,11 +58,13 @@ def test_killed_worker_requests_are_taken_over(service: Service, tmp_path: Path)
         worker_a.signal(signal.SIGSTOP)
         thread = threading.Thread(target=ask)
         thread.start()
-        entries = []
-        deadline = time.monotonic() + 10
-        while not entries and time.monotonic() < deadline:
-            entries = conn.xreadgroup(wire.GROUP, worker_a.name, {wire.REQUESTS_STREAM: ">"}, count=1, block=200)
-        assert entries, "the API never queued the request"
+        held = False
+        deadline = time.monotonic() + 20
+        while not held and time.monotonic() < deadline:
+            conn.xreadgroup(wire.GROUP, worker_a.name, {wire.REQUESTS_STREAM: ">"}, count=1, block=200)
+            pending = conn.xpending(wire.REQUESTS_STREAM, wire.GROUP)
+            held = any(c["name"].decode() == worker_a.name and c["pending"] for c in pending["consumers"])
+        assert held, "the request never reached worker A's pending list"
         worker_a.signal(signal.SIGKILL)
         worker_b = service.start_worker()
         thread.join(timeout=100)
