@@ -58,6 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1,
                         help="CPU threads for torch (1: robust on a shared CPU; 0: torch's choice)")
     parser.add_argument("--multi-video-groups", type=int, default=300, help="cap on multi-video dialogues")
+    parser.add_argument("--abstractor-memory", choices=("factorized", "full", "full_delta"), default="full",
+                        help="abstractor memory layout (the shipped checkpoint: full; see README, Training)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     work: Path = args.work
@@ -84,17 +86,18 @@ def main(argv: list[str] | None = None) -> int:
     _run("train stage0", stage0.main, [
         "--captions", str(data / "train.jsonl"), "--val-captions", str(data / "val.jsonl"),
         "--instructions", str(work / "instructions-train.jsonl"), "--out", str(work / "stage0"),
-        "--seed", str(args.seed), "--vision-steps", steps(1000), "--vision-batch", "48",
-        "--llm-steps", steps(1000), "--llm-batch", "32", "--llm-lr", "3e-3", "--abstractor-memory", "full_delta",
+        "--seed", str(args.seed), "--vision-steps", steps(400), "--vision-batch", "48",
+        "--llm-steps", steps(1200), "--llm-batch", "32", "--llm-lr", "3e-3",
+        "--abstractor-memory", args.abstractor_memory,
         "--system-prompt", SYSTEM_PROMPT, *sizes, *quiet], timings)
     _run("train stage1", stage1.main, [
         "--checkpoint", str(work / "stage0"), "--captions", str(data / "train.jsonl"),
         "--val-captions", str(data / "val.jsonl"), "--out", str(work / "stage1"),
-        "--steps", steps(1200), "--batch-size", "32", "--lr", "2e-3", "--seed", str(args.seed), *quiet], timings)
+        "--steps", steps(500), "--batch-size", "32", "--lr", "2e-3", "--seed", str(args.seed), *quiet], timings)
     _run("train stage2", stage2.main, [
         "--checkpoint", str(work / "stage1"), "--instructions", str(work / "instructions-train.jsonl"),
         "--val-instructions", str(work / "instructions-val.jsonl"), "--out", str(work / "stage2"),
-        "--train-abstractor", "--steps", steps(1000), "--batch-size", "16", "--lr", "2e-3",
+        "--train-abstractor", "--steps", steps(1200), "--batch-size", "16", "--lr", "2e-3",
         "--seed", str(args.seed), *quiet], timings)
 
     if args.out.exists():
