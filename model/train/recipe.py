@@ -58,8 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1,
                         help="CPU threads for torch (1: robust on a shared CPU; 0: torch's choice)")
     parser.add_argument("--multi-video-groups", type=int, default=300, help="cap on multi-video dialogues")
-    parser.add_argument("--abstractor-memory", choices=("factorized", "full", "full_delta"), default="full",
-                        help="abstractor memory layout (the shipped checkpoint: full; see README, Training)")
+    parser.add_argument("--abstractor-memory", choices=("factorized", "full", "full_delta"), default="full_delta",
+                        help="abstractor memory layout (the shipped checkpoint: full_delta; see README, Training)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     work: Path = args.work
