@@ -22,7 +22,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar, get_type_hints
 
-import torch
 from safetensors.torch import load_file, save_file
 
 from model.abstractor import AbstractorConfig, VideoAbstractor
@@ -215,6 +214,3 @@ def save_checkpoint(
     model.config = config  # type: ignore[assignment]
     return root
 
-
-def clip_config_of(model: torch.nn.Module) -> dict | None:
-    return getattr(model, "g4v_open_clip_config", None)

@@ -54,12 +54,12 @@ class WorkerStats:
 
     def as_dict(self, engine: Any) -> dict[str, Any]:
         batching = getattr(engine, "stats", None)
-        sizes = list(getattr(batching, "batch_sizes", []) or [])
+        histogram: dict[int, int] = dict(getattr(batching, "size_histogram", None) or {})
         return {
             "started_at": self.started_at, "requests": self.requests, "refused": self.refused,
             "failed": self.failed, "claimed_from_others": self.claimed_from_others,
-            "batches": len(sizes), "max_batch_size": max(sizes, default=0),
-            "batch_size_histogram": {str(s): sizes.count(s) for s in sorted(set(sizes))},
+            "batches": sum(histogram.values()), "max_batch_size": max(histogram, default=0),
+            "batch_size_histogram": {str(size): n for size, n in sorted(histogram.items())},
         }
 
 

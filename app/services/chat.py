@@ -6,6 +6,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from functools import cached_property
 
 import redis.asyncio as aioredis
 from starlette.concurrency import run_in_threadpool
@@ -37,7 +38,7 @@ class ChatContext:
     store: VideoStore
     owner: str
 
-    @property
+    @cached_property
     def llm(self) -> LLMClient:
         return LLMClient(self.redis, self.settings)
 

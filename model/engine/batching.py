@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -33,11 +34,12 @@ class _Pending:
 class BatchingStats:
     batches: int = 0
     requests: int = 0
-    batch_sizes: list[int] = field(default_factory=list)
+    # batch size -> how many batches had it; bounded by max_batch, unlike a list per batch
+    size_histogram: Counter[int] = field(default_factory=Counter)
 
     @property
     def max_batch_size(self) -> int:
-        return max(self.batch_sizes, default=0)
+        return max(self.size_histogram, default=0)
 
 
 class BatchingEngine:
@@ -92,7 +94,7 @@ class BatchingEngine:
                 batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch:]
                 self.stats.batches += 1
                 self.stats.requests += len(batch)
-                self.stats.batch_sizes.append(len(batch))
+                self.stats.size_histogram[len(batch)] += 1
                 await self._run_batch(batch, loop)
 
     async def _run_batch(self, batch: Sequence[_Pending], loop: asyncio.AbstractEventLoop) -> None:

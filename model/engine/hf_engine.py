@@ -79,7 +79,6 @@ class BatchStats:
     batches: int = 0
     requests: int = 0
     max_batch_size: int = 0
-    sizes: list[int] = field(default_factory=list)
 
 
 class HFEngine:
@@ -132,7 +131,6 @@ class HFEngine:
         self.stats.batches += 1
         self.stats.requests += len(requests)
         self.stats.max_batch_size = max(self.stats.max_batch_size, len(requests))
-        self.stats.sizes.append(len(requests))
         with self._lock:
             self._running = {req.request_id for req in requests}
         try:
