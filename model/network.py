@@ -183,16 +183,31 @@ class GPT4VideoModel(nn.Module):
             logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE_INDEX
         )
 
-    def set_training_mode(self, train_abstractor: bool = True, train_lora: bool = True) -> None:
-        """Freeze everything but the abstractor and/or the LoRA matrices."""
+    def set_training_mode(
+        self, train_abstractor: bool = True, train_lora: bool = True, train_vision: bool = False
+    ) -> None:
+        """Freeze everything but the abstractor, the LoRA matrices and/or the vision tower."""
         self.requires_grad_(False)
         self.vision.freeze()
+        if train_vision:
+            self.vision.trainable = True
+            self.vision.clip.visual.requires_grad_(True)  # the text tower has no part in dialogues
+            self.vision.clip.train()
         if train_abstractor:
             self.abstractor.requires_grad_(True)
         if train_lora:
             for name, param in self.llm.named_parameters():
                 if "lora_" in name:
                     param.requires_grad_(True)
+
+    def trainable_parts(self) -> list[str]:
+        """The parts with a trainable parameter, for progress bars and logs."""
+        parts = {"vision": self.vision, "abstractor": self.abstractor, "llm": self.llm}
+        names = [name for name, part in parts.items() if any(p.requires_grad for p in part.parameters())]
+        return ["lora" if n == "llm" and self._only_lora_trains() else n for n in names]
+
+    def _only_lora_trains(self) -> bool:
+        return all("lora_" in n for n, p in self.llm.named_parameters() if p.requires_grad)
 
     def trainable_parameter_names(self) -> list[str]:
         return [n for n, p in self.named_parameters() if p.requires_grad]

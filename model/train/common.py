@@ -148,7 +148,9 @@ def train_loop(
     params = [p for p in module.parameters() if p.requires_grad]
     if not params:
         raise TrainingError("nothing to train: no parameter requires grad")
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    # A module may split its parameters into groups with their own learning rates.
+    groups = module.param_groups(cfg.lr) if hasattr(module, "param_groups") else [{"params": params}]
+    optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(cfg))
     # The scheduler is stepped by hand once an optimizer step (accelerate would step it
     # once a process), so the schedule is the same on one CPU and on N GPUs.

@@ -20,18 +20,40 @@ from model.train.data import DialogueItem, FeatureStore, FrameStore, all_videos
 
 
 class DialogueLoss(nn.Module):
-    """Stages 1 and 2: next-token loss on assistant text, video tokens from the abstractor."""
+    """Stages 1 and 2: next-token loss on assistant text, video tokens from the abstractor.
 
-    def __init__(self, model: GPT4VideoModel, features: FeatureStore) -> None:
+    With a frozen vision tower the frame tokens come from the `FeatureStore` (computed once);
+    when the tower is trainable (`model.vision.trainable`, stage 1 `--train-vision`) they
+    are recomputed from the decoded frames every step, so the caption loss reaches it.
+    """
+
+    def __init__(self, model: GPT4VideoModel, features: FeatureStore, vision_lr: float | None = None) -> None:
         super().__init__()
         self.model = model
         self.features = features
+        self.vision_lr = vision_lr
+
+    def param_groups(self, lr: float) -> list[dict]:
+        """Optimizer groups: the vision tower (if trainable) at its own learning rate."""
+        vision = [p for p in self.model.vision.parameters() if p.requires_grad]
+        vision_ids = {id(p) for p in vision}
+        rest = [p for p in self.parameters() if p.requires_grad and id(p) not in vision_ids]
+        groups = [{"params": rest, "lr": lr}]
+        if vision:
+            groups.append({"params": vision, "lr": self.vision_lr if self.vision_lr is not None else lr})
+        return groups
+
+    def video_features(self, videos: Sequence[str]) -> torch.Tensor:
+        if not self.model.vision.trainable:
+            return self.features.get(videos)  # (V, T, P, C)
+        frames = torch.from_numpy(np.stack([self.features.frames.get(v) for v in videos]))  # (V, T, S, S, 3)
+        return self.model.vision(frames.to(self.model.device))  # (V, T, P, C)
 
     def forward(self, items: Sequence[DialogueItem]) -> torch.Tensor:
         videos = all_videos(items)
         video_tokens: dict[str, torch.Tensor] = {}
         if videos:
-            fv = self.features.get(videos)  # (V, T, P, C)
+            fv = self.video_features(videos)  # (V, T, P, C)
             tokens = self.model.abstractor(fv)  # (V, Nq, D_llm)
             video_tokens = dict(zip(videos, tokens, strict=True))
         sequences = [self.model.build_sequence(it.turns, video_tokens, add_generation_prompt=False)

@@ -86,14 +86,17 @@ def main(argv: list[str] | None = None) -> int:
     _run("train stage0", stage0.main, [
         "--captions", str(data / "train.jsonl"), "--val-captions", str(data / "val.jsonl"),
         "--instructions", str(work / "instructions-train.jsonl"), "--out", str(work / "stage0"),
-        "--seed", str(args.seed), "--vision-steps", steps(400), "--vision-batch", "48",
+        "--seed", str(args.seed), "--vision-steps", steps(800), "--vision-batch", "48",
         "--llm-steps", steps(1200), "--llm-batch", "32", "--llm-lr", "3e-3",
         "--abstractor-memory", args.abstractor_memory,
         "--system-prompt", SYSTEM_PROMPT, *sizes, *quiet], timings)
     _run("train stage1", stage1.main, [
         "--checkpoint", str(work / "stage0"), "--captions", str(data / "train.jsonl"),
         "--val-captions", str(data / "val.jsonl"), "--out", str(work / "stage1"),
-        "--steps", steps(500), "--batch-size", "32", "--lr", "2e-3", "--seed", str(args.seed), *quiet], timings)
+        "--steps", steps(500), "--batch-size", "32", "--lr", "2e-3", "--seed", str(args.seed),
+        # The small tower pretrained in stage 0 names shapes poorly and binds colour to shape
+        # worse (contrastive captions act as bags of words); the caption loss fixes both.
+        "--train-vision", "--vision-lr", "5e-4", *quiet], timings)
     _run("train stage2", stage2.main, [
         "--checkpoint", str(work / "stage1"), "--instructions", str(work / "instructions-train.jsonl"),
         "--val-instructions", str(work / "instructions-val.jsonl"), "--out", str(work / "stage2"),

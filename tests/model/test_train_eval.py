@@ -70,5 +70,13 @@ def test_eval_runs_through_the_hf_engine(tiny_checkpoint_dir: Path, test_split: 
     report = json.loads(out.read_text())
     assert report["counts"] == {m: 2 for m in shapes_eval.METRICS}
     assert all(0.0 <= v <= 1.0 for v in report["accuracy"].values())
+    # The per-object-count split adds up to the totals, and generation (no video) has none.
+    records = list(read_records(test_split / "test.jsonl"))[:2]
+    for metric in ("shape", "colour", "motion", "count", "caption"):
+        split = report["by_objects"][metric]
+        assert set(split) == {str(len(r.objects)) for r in records}
+        assert sum(asked for _, asked in split.values()) == 2
+        assert sum(correct for correct, _ in split.values()) == report["correct"][metric]
+    assert "generation" not in report["by_objects"]
     # An untrained model does not get everything right; the examples show its replies.
     assert report["examples"] and all("reply" in e for e in report["examples"])

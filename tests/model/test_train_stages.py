@@ -124,3 +124,30 @@ def test_resume_continues_from_the_saved_step(world: Path, stage0_dir: Path) -> 
     second = json.loads(state.read_text())
     assert second["step"] == 6
     assert second["train_losses"][:4] == first["train_losses"] and len(second["train_losses"]) == 6
+
+
+def test_stage1_train_vision_fine_tunes_the_visual_tower_only(world: Path, stage0_dir: Path) -> None:
+    out = world / "stage1-vision"
+    assert stage1.main([
+        "--checkpoint", str(stage0_dir), "--captions", str(world / "shapes" / "train.jsonl"),
+        "--out", str(out), "--steps", "25", "--batch-size", "4", "--lr", "3e-3", "--warmup-steps", "2",
+        "--eval-every", "0", "--train-vision", "--vision-lr", "1e-3", *QUIET,
+    ]) == 0
+    (record,) = _log(out)
+    assert record["train_vision"] is True
+    assert record["last_loss"] < record["first_loss"]
+    before, after = _weights(stage0_dir, "vision/open_clip_model.safetensors"), \
+        _weights(out, "vision/open_clip_model.safetensors")
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert any(k.startswith("visual.") for k in changed)
+    assert not any(not k.startswith("visual.") for k in changed), "only the image tower may change"
+    llm_before, llm_after = _weights(stage0_dir, "llm/model.safetensors"), _weights(out, "llm/model.safetensors")
+    assert all(torch.equal(llm_before[k], llm_after[k]) for k in llm_before)
+
+    # The server's loader reads the fine-tuned tower: its frame tokens differ from stage 0's.
+    frames = torch.randint(0, 256, (1, 2, 32, 32, 3), dtype=torch.uint8)
+    with torch.no_grad():
+        tokens_before = load_checkpoint(stage0_dir).vision(frames)  # (1, 2, P, C)
+        tokens_after = load_checkpoint(out).vision(frames)  # (1, 2, P, C)
+    assert tokens_before.shape == tokens_after.shape
+    assert not torch.allclose(tokens_before, tokens_after)

@@ -1,0 +1,77 @@
+"""What stages 1 and 2 share: their loop options and the run of a dialogue-loss stage.
+
+Both train on dialogues (`DialogueLoss`: next-token loss on assistant text, video tokens
+from the abstractor); they differ in their data and in which parts train.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from model.network import GPT4VideoModel
+from model.train.common import TrainConfig, train_loop, write_log
+from model.train.data import DialogueItem, FeatureStore, FrameStore, all_videos
+from model.train.modules import DialogueLoss
+from model.train.stage0 import save_with_info
+
+
+def add_loop_arguments(parser: argparse.ArgumentParser, steps: int, batch: int, lr: float) -> None:
+    parser.add_argument("--steps", type=int, default=steps, help="optimizer steps")
+    parser.add_argument("--batch-size", type=int, default=batch)
+    parser.add_argument("--grad-accum", type=int, default=1)
+    parser.add_argument("--lr", type=float, default=lr)
+    parser.add_argument("--warmup-steps", type=int, default=30)
+    parser.add_argument("--eval-every", type=int, default=100)
+    parser.add_argument("--save-every", type=int, default=0, help="checkpoint every N steps (0: at the end)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--mixed-precision", default="auto", choices=("auto", "no", "bf16", "fp16"))
+    parser.add_argument("--resume", action="store_true", help="continue from the saved training state")
+    parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
+    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--train-vision", action="store_true",
+                        help="also fine-tune the vision tower (for a tower pretrained by stage 0 here: the "
+                             "dialogue loss teaches it what contrastive captions do not, e.g. which colour "
+                             "belongs to which shape)")
+    parser.add_argument("--vision-lr", type=float, help="learning rate of the vision tower (default: --lr)")
+
+
+def loop_config(args: argparse.Namespace) -> TrainConfig:
+    return TrainConfig(
+        steps=args.steps, batch_size=args.batch_size, grad_accum=args.grad_accum, lr=args.lr,
+        warmup_steps=args.warmup_steps, eval_every=args.eval_every, save_every=args.save_every,
+        seed=args.seed, mixed_precision=args.mixed_precision, progress=not args.no_progress,
+    )
+
+
+def run_dialogue_stage(
+    stage: str,
+    args: argparse.Namespace,
+    model: GPT4VideoModel,
+    train: Sequence[DialogueItem],
+    val: Sequence[DialogueItem],
+    started: float,
+    report_extra: dict,
+) -> dict:
+    """Train `model` (its trainable parts already chosen) on `train`; write `args.out` + its log."""
+    out: Path = args.out
+    frames = FrameStore(model.vision.cfg.num_frames, model.vision.cfg.image_size)
+    features = FeatureStore(model, frames)
+    features.preload(all_videos([*train, *val]), progress=not args.no_progress)
+
+    def save(module: DialogueLoss, step: int) -> None:
+        save_with_info(module.model, out, stage, {"step": step})
+
+    result = train_loop(loop_config(args), DialogueLoss(model, features, args.vision_lr), train, val, save,
+                        state_dir=out.parent / f"{out.name}.train-state", resume=args.resume,
+                        desc=f"{stage} {'+'.join(model.trainable_parts())}")
+    report = {"steps": result.steps, "first_loss": result.first_loss, "last_loss": result.last_loss,
+              "val_loss": result.val_losses[-1][1], **report_extra, "train_vision": args.train_vision,
+              "train_wall_s": round(result.wall_s, 1), "wall_s": round(time.perf_counter() - started, 1)}
+    save_with_info(model, out, stage, report)
+    write_log(out / "training_log.jsonl", {"stage": stage, **report})
+    print(json.dumps({stage: report}, indent=2))
+    return report
