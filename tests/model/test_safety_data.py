@@ -39,3 +39,13 @@ def test_split_is_by_group_and_stratified() -> None:
         assert any(p.label == category for p in test)
         assert any(p.near == category for p in test)
     assert any(p.kind == "benign" and p.label == SAFE for p in test)
+
+
+def test_extra_seeds_are_train_only_and_leave_the_split_alone() -> None:
+    records = build_records()
+    extra = [r for r in records if r.group.startswith("x")]
+    assert extra and all(r.split == "train" for r in extra)
+    assert {r.text for r in extra}.isdisjoint({r.text for r in records if not r.group.startswith("x")})
+    # the stratified split is computed over the original seeds only: same test groups as before
+    test_groups = {r.group for r in records if r.split == "test"}
+    assert not any(g.startswith("x") for g in test_groups)
