@@ -1372,14 +1372,20 @@ def _variants(seed: str, style: str, rng: random.Random) -> list[str]:
     return [seed, *(w.format(r=seed) for w in rng.sample(REQUEST_WRAPPERS, 1))]
 
 
-def _seed_groups() -> list[tuple[str, str, str, str | None, str]]:
-    """(label, kind, style, near, seed) for every seed, in a fixed order."""
+def _category_groups(harmful: dict, lookalikes: dict) -> list[tuple[str, str, str, str | None, str]]:
+    """(label, kind, style, near, seed) for the harmful and look-alike seeds of every category."""
     groups: list[tuple[str, str, str, str | None, str]] = []
     for category in CATEGORY_IDS:
-        for style, seeds in HARMFUL[category].items():
+        for style, seeds in harmful[category].items():
             groups += [(category, "harmful", style, None, s) for s in seeds]
-        for style, seeds in LOOKALIKES[category].items():
+        for style, seeds in lookalikes[category].items():
             groups += [(SAFE, "benign_lookalike", style, category, s) for s in seeds]
+    return groups
+
+
+def _seed_groups() -> list[tuple[str, str, str, str | None, str]]:
+    """(label, kind, style, near, seed) for every seed, in a fixed order."""
+    groups = _category_groups(HARMFUL, LOOKALIKES)
     for style, seeds in BENIGN.items():
         groups += [(SAFE, "benign", style, None, s) for s in seeds]
     return groups
@@ -1399,13 +1405,7 @@ def _test_groups(groups: list[tuple[str, str, str, str | None, str]]) -> set[str
 
 def _extra_train_groups() -> list[tuple[str, str, str, str | None, str]]:
     """(label, kind, style, near, seed) for the train-only extra seeds."""
-    groups: list[tuple[str, str, str, str | None, str]] = []
-    for category in CATEGORY_IDS:
-        for style, seeds in EXTRA_TRAIN_HARMFUL[category].items():
-            groups += [(category, "harmful", style, None, s) for s in seeds]
-        for style, seeds in EXTRA_TRAIN_LOOKALIKES[category].items():
-            groups += [(SAFE, "benign_lookalike", style, category, s) for s in seeds]
-    return groups
+    return _category_groups(EXTRA_TRAIN_HARMFUL, EXTRA_TRAIN_LOOKALIKES)
 
 
 def build_records(seed: int = SEED) -> list[PromptRecord]:
