@@ -57,6 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every stage's steps")
     parser.add_argument("--threads", type=int, default=1,
                         help="CPU threads for torch (1: robust on a shared CPU; 0: torch's choice)")
+    parser.add_argument("--train-two-object-prob", type=float, default=0.3,
+                        help="share of two-object videos in the train split (val/test: 0.3; the shipped "
+                             "checkpoint: 0.3)")
     parser.add_argument("--multi-video-groups", type=int, default=300, help="cap on multi-video dialogues")
     parser.add_argument("--abstractor-memory", choices=("factorized", "full", "full_delta"), default="full_delta",
                         help="abstractor memory layout (the shipped checkpoint: full_delta; see README, Training)")
@@ -74,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
 
     _run("data shapes", shapes.main, [
         "--out", str(data), "--seed", str(args.seed), "--train", str(args.train_videos),
-        "--val", str(args.val_videos), "--test", str(args.test_videos), *no_progress], timings)
+        "--val", str(args.val_videos), "--test", str(args.test_videos),
+        "--train-two-object-prob", str(args.train_two_object_prob), *no_progress], timings)
     for split in ("train", "val"):
         _run(f"data instructions {split}", instructions.main, [
             "--captions", str(data / f"{split}.jsonl"), "--out", str(work / f"instructions-{split}.jsonl"),

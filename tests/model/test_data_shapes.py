@@ -43,6 +43,8 @@ def test_caption_follows_grammar_and_objects_stay_in_frame(index: int) -> None:
     if len(record.objects) == 2:
         a, b = record.objects
         assert a.shape != b.shape and a.colour != b.colour
+        named = [word for word in record.caption.split(";")[0].split() if word in ("circle", "square", "triangle")]
+        assert named == [a.shape, b.shape]
 
 
 def _centroid(frame: np.ndarray, rgb: tuple[int, int, int]) -> np.ndarray:
@@ -86,3 +88,23 @@ def test_frame_captions_name_objects_and_where_they_are() -> None:
             assert f"a {obj.colour} {obj.shape} at the " in first
         if all(o.motion == "still" for o in record.objects):
             assert first == last
+
+
+def test_cli_train_split_can_have_more_two_object_videos_than_held_out_splits(tmp_path: Path) -> None:
+    assert main(["--out", str(tmp_path), "--train", "6", "--val", "6", "--test", "6", "--size", "32",
+                 "--min-frames", "4", "--max-frames", "4", "--two-object-prob", "0",
+                 "--train-two-object-prob", "1", "--no-progress"]) == 0
+    counts = {split: [len(r.objects) for r in read_records(tmp_path / f"{split}.jsonl")]
+              for split in ("train", "val", "test")}
+    assert counts["val"] == counts["test"] == [1] * 6
+    assert counts["train"].count(2) >= 5  # a crowded draw may shrink to one object
+    reference = tmp_path / "ref"
+    assert main(["--out", str(reference), "--train", "1", "--val", "6", "--test", "6", "--size", "32",
+                 "--min-frames", "4", "--max-frames", "4", "--two-object-prob", "0", "--no-progress"]) == 0
+    assert (reference / "test.jsonl").read_text() == (tmp_path / "test.jsonl").read_text().replace(
+        str(tmp_path), str(reference))
+
+
+def test_cli_rejects_a_share_outside_zero_to_one(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit):
+        main(["--out", str(tmp_path), "--train-two-object-prob", "1.5"])
