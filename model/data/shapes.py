@@ -20,7 +20,7 @@ import argparse
 import dataclasses
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -126,11 +126,19 @@ def caption_for(objects: list[ShapeObject]) -> str:
     first = objects[0]
     if len(objects) == 1:
         return f"a {first.colour} {first.shape} {MOTION_PHRASE[first.motion]}"
-    names = " and ".join(f"a {o.colour} {o.shape}" for o in objects)
-    movers = [o for o in objects if o.motion != "still"]
-    if not movers:
-        return f"{names}; both stay still"
-    return f"{names}; the {movers[0].shape} {MOTION_PHRASE[movers[0].motion]}"
+    mover = first_mover(objects)
+    if mover is None:
+        return f"{object_names(objects)}; both stay still"
+    return f"{object_names(objects)}; the {mover.shape} {MOTION_PHRASE[mover.motion]}"
+
+
+def object_names(objects: Sequence[ShapeObject]) -> str:
+    """'a red circle and a blue square', in the objects' order."""
+    return " and ".join(f"a {o.colour} {o.shape}" for o in objects)
+
+
+def first_mover(objects: Sequence[ShapeObject]) -> ShapeObject | None:
+    return next((o for o in objects if o.motion != "still"), None)
 
 
 def _sample_object(

@@ -24,7 +24,15 @@ import numpy as np
 
 from model.data.questions import ATTRIBUTES, DESCRIBE_PROMPTS, attribute_question
 from model.data.schema import Message
-from model.data.shapes import MOTION_PHRASE, MOTIONS, ShapeObject, ShapesRecord, caption_for
+from model.data.shapes import (
+    MOTION_PHRASE,
+    MOTIONS,
+    ShapeObject,
+    ShapesRecord,
+    caption_for,
+    first_mover,
+    object_names,
+)
 from model.tags import parse_reply
 
 log = logging.getLogger(__name__)
@@ -66,11 +74,10 @@ def describe_objects(objects: Sequence[ShapeObject]) -> str:
     if len(objects) == 1:
         o = objects[0]
         return f"a {o.colour} {o.shape} that {MOTION_PHRASE[o.motion]}"
-    names = " and ".join(f"a {o.colour} {o.shape}" for o in objects)
-    movers = [o for o in objects if o.motion != "still"]
-    if not movers:
-        return f"{names} that both stay still"
-    return f"{names} where the {movers[0].shape} {MOTION_PHRASE[movers[0].motion]}"
+    mover = first_mover(objects)
+    if mover is None:
+        return f"{object_names(objects)} that both stay still"
+    return f"{object_names(objects)} where the {mover.shape} {MOTION_PHRASE[mover.motion]}"
 
 
 GENERATION_REQUESTS = (

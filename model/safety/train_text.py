@@ -29,7 +29,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 from tqdm import tqdm
 
 from model.safety.categories import CATEGORY_IDS, LABELS, SAFE
@@ -112,26 +111,14 @@ class StateCache:
         return states, mask
 
 
-def _self_attention(attention: nn.Module, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """BERT self-attention `(B, S, D)` -> `(B, S, D)` over the real tokens only."""
-    b, s, d = states.shape
-    heads = attention.num_attention_heads
-    q, k, v = (
-        proj(states).view(b, s, heads, d // heads).transpose(1, 2)  # (B, H, S, D/H)
-        for proj in (attention.query, attention.key, attention.value)
-    )
-    scores = q @ k.transpose(-1, -2) * (d // heads) ** -0.5  # (B, H, S, S)
-    scores = scores.masked_fill(~mask[:, None, None, :], torch.finfo(scores.dtype).min)
-    weights = attention.dropout(scores.softmax(-1))
-    return (weights @ v).transpose(1, 2).reshape(b, s, d)  # (B, S, D)
-
-
 def run_top_layers(encoder: ModerationEncoder, first: int, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """MiniLM layers `first..5` (with their adapter) over cached states `(B, S, D)`."""
+    """MiniLM layers `first..5` (with their adapter) over cached states `(B, S, D)`, mask `(B, S)`."""
+    additive = torch.zeros(mask.shape, dtype=states.dtype).masked_fill(~mask, torch.finfo(states.dtype).min)
+    additive = additive[:, None, None, :]  # (B, 1, 1, S): added to the attention scores
     for layer in encoder.model.encoder.layer[first:]:
-        attended = layer.attention.output(_self_attention(layer.attention.self, states, mask), states)
-        states = layer.output(layer.intermediate(attended), attended)
-    return states  # (B, S, D)
+        out = layer(states, attention_mask=additive)
+        states = out[0] if isinstance(out, tuple) else out  # (B, S, D)
+    return states
 
 
 def first_adapted_layer(config: TrainConfig) -> int:

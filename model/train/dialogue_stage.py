@@ -12,8 +12,10 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import torch
+
 from model.network import GPT4VideoModel
-from model.train.common import TrainConfig, train_loop, write_log
+from model.train.common import TrainConfig, configure_threads, train_loop, write_log
 from model.train.data import DialogueItem, FeatureStore, FrameStore, all_videos
 from model.train.modules import DialogueLoss
 from model.train.stage0 import save_with_info
@@ -47,6 +49,13 @@ def loop_config(args: argparse.Namespace) -> TrainConfig:
     )
 
 
+def begin_stage(args: argparse.Namespace) -> float:
+    """Threads and seed from the options; the stage's start time."""
+    configure_threads(args.threads)
+    torch.manual_seed(args.seed)
+    return time.perf_counter()
+
+
 def run_dialogue_stage(
     stage: str,
     args: argparse.Namespace,
@@ -60,7 +69,11 @@ def run_dialogue_stage(
     out: Path = args.out
     frames = FrameStore(model.vision.cfg.num_frames, model.vision.cfg.image_size)
     features = FeatureStore(model, frames)
-    features.preload(all_videos([*train, *val]), progress=not args.no_progress)
+    videos = all_videos([*train, *val])
+    if model.vision.trainable:  # frame tokens are recomputed every step: decode only
+        frames.preload(videos, progress=not args.no_progress)
+    else:
+        features.preload(videos, progress=not args.no_progress)
 
     def save(module: DialogueLoss, step: int) -> None:
         save_with_info(module.model, out, stage, {"step": step})

@@ -10,15 +10,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import time
 from pathlib import Path
 
-import torch
-
 from model.checkpoint import load_checkpoint
-from model.train.common import configure_threads
 from model.train.data import caption_dialogues
-from model.train.dialogue_stage import add_loop_arguments, run_dialogue_stage
+from model.train.dialogue_stage import add_loop_arguments, begin_stage, run_dialogue_stage
 
 log = logging.getLogger(__name__)
 
@@ -32,9 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="checkpoint directory to write")
     add_loop_arguments(parser, steps=400, batch=32, lr=1e-3)
     args = parser.parse_args(argv)
-    configure_threads(args.threads)
-    torch.manual_seed(args.seed)
-    started = time.perf_counter()
+    started = begin_stage(args)
 
     model = load_checkpoint(args.checkpoint)
     train = caption_dialogues(args.captions, args.video_dir, seed=args.seed)

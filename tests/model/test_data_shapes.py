@@ -101,8 +101,7 @@ def test_cli_train_split_can_have_more_two_object_videos_than_held_out_splits(tm
     reference = tmp_path / "ref"
     assert main(["--out", str(reference), "--train", "1", "--val", "6", "--test", "6", "--size", "32",
                  "--min-frames", "4", "--max-frames", "4", "--two-object-prob", "0", "--no-progress"]) == 0
-    assert (reference / "test.jsonl").read_text() == (tmp_path / "test.jsonl").read_text().replace(
-        str(tmp_path), str(reference))
+    assert (reference / "test.jsonl").read_text() == (tmp_path / "test.jsonl").read_text()
 
 
 def test_cli_rejects_a_share_outside_zero_to_one(tmp_path: Path) -> None:
