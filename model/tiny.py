@@ -99,7 +99,9 @@ def build_tiny_checkpoint(
     tokenizer_corpus: Sequence[str] | None = None,
     sizes: TinySizes = TinySizes(),
     prompt: PromptConfig = PromptConfig(),
+    lora_targets: Sequence[str] = LoRASettings().target_modules,
 ) -> Path:
+    """`lora_targets`: the LLaMA projections the adapter wraps (stock: q_proj, v_proj)."""
     out = Path(out_dir)
     torch.manual_seed(seed)
     corpus = list(DEFAULT_CORPUS) + list(tokenizer_corpus or [])
@@ -131,7 +133,7 @@ def build_tiny_checkpoint(
         pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False,
     )
     base = LlamaForCausalLM(llm_config)
-    lora_cfg = LoRASettings(r=sizes.lora_r, alpha=sizes.lora_r)
+    lora_cfg = LoRASettings(r=sizes.lora_r, alpha=sizes.lora_r, target_modules=list(lora_targets))
     llm = attach_new_lora(base, lora_cfg)
     # PEFT initialises B to zero (the adapter is a no-op); give it seeded random values
     # so the tiny adapter visibly changes the output, as a trained one would.

@@ -11,7 +11,9 @@ Caption grammar:
 - one object:  "a red circle moves to the left" / "a red circle stays still"
 - two objects: "a blue square and a yellow triangle; the square moves up"
                "a blue square and a yellow triangle; both stay still"
-Two objects always differ in shape and in colour, so "the square" names one object.
+Two objects always differ in shape and in colour, so "the square" names one object. A
+video's caption names them in shape order (`video_caption`); a generation request's
+tagged caption keeps the order the user asked in (`caption_for`).
 """
 
 from __future__ import annotations
@@ -116,12 +118,11 @@ class WorldConfig:
     crf: int = 23
 
 
-def caption_for(objects: list[ShapeObject]) -> str:
-    """The grammar's caption; two objects are named in the order they were drawn.
+def caption_for(objects: Sequence[ShapeObject]) -> str:
+    """The grammar's caption, naming two objects in the order given.
 
-    (A fixed order by shape name was tried: it cut the two-object caption errors of stage 1
-    but the LLM then had to reorder the objects of a generation request, and generation-tag
-    accuracy fell from 1.00 to 0.675; see the README, Training.)
+    Generation tags use this in the order of the user's request (the assistant copies
+    it); a video's own caption goes through `video_caption`, which fixes the order.
     """
     first = objects[0]
     if len(objects) == 1:
@@ -130,6 +131,22 @@ def caption_for(objects: list[ShapeObject]) -> str:
     if mover is None:
         return f"{object_names(objects)}; both stay still"
     return f"{object_names(objects)}; the {mover.shape} {MOTION_PHRASE[mover.motion]}"
+
+
+def canonical_order(objects: Sequence[ShapeObject]) -> list[ShapeObject]:
+    """Objects sorted by shape name (two objects always differ in shape)."""
+    return sorted(objects, key=lambda o: o.shape)
+
+
+def video_caption(objects: Sequence[ShapeObject]) -> str:
+    """What a video shows, two objects named in shape order ("a blue circle and a red square; ...").
+
+    With the drawn (random) order, a describer must pick which object to name first
+    and then remember which one it named: small models repeat the first object ("a
+    yellow circle and a yellow circle"). A fixed order removes that choice. Requests
+    for a video keep the user's order (`caption_for`), so generation never reorders.
+    """
+    return caption_for(canonical_order(objects))
 
 
 def object_names(objects: Sequence[ShapeObject]) -> str:
@@ -234,7 +251,7 @@ def sample_video(
     objects = sample_objects(rng, cfg, num_frames)
     video_id = f"shapes-{split}-{index:06d}"
     record = ShapesRecord(
-        id=video_id, split=split, video=f"{split}/{video_id}.mp4", caption=caption_for(objects),
+        id=video_id, split=split, video=f"{split}/{video_id}.mp4", caption=video_caption(objects),
         num_frames=num_frames, fps=cfg.fps, width=cfg.size, height=cfg.size, objects=objects,
     )
     return record, render_frames(objects, num_frames, cfg, rng)

@@ -29,9 +29,9 @@ from model.data.shapes import (
     MOTIONS,
     ShapeObject,
     ShapesRecord,
-    caption_for,
     first_mover,
     object_names,
+    video_caption,
 )
 from model.tags import parse_reply
 
@@ -137,7 +137,7 @@ class TemplateWriter:
         subject = "it" if len(objects) == 1 else f"the {target.shape}"
         request = f"Now show me a video where {subject} {MOTION_PHRASE[motion]}."
         return [Message(role="user", content=request),
-                Message(role="assistant", content=tagged(caption_for(changed)))]
+                Message(role="assistant", content=tagged(video_caption(changed)))]
 
     def generation(self, caption: str, rng: np.random.Generator,
                    objects: Sequence[ShapeObject] | None = None) -> list[Message]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -92,6 +93,14 @@ def test_generation_reply_names_what_was_requested(shapes_dir: Path) -> None:
         caption = parse_reply(reply).captions[0]
         for triple in parse_caption(caption):
             assert triple.colour in request and triple.shape in request
+        # The tag copies the request's object order (a video's own caption uses shape order).
+        assert _shapes_named(caption) == _shapes_named(request)
+    orders = [_shapes_named(c.messages[0].content) for c in convs]
+    assert any(len(o) == 2 and o != sorted(o) for o in orders), "grow the fixture: no out-of-order request"
+
+
+def _shapes_named(text: str) -> list[str]:
+    return re.findall(r"\b(circle|square|triangle)\b", text.split(";")[0].split(" where ")[0])
 
 
 def test_same_seed_same_file(shapes_dir: Path, tmp_path: Path) -> None:
