@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,8 +22,6 @@ from model.data.instructions import write_jsonl
 from model.data.schema import Conversation, Message
 from model.data.shapes import ShapesRecord, WorldConfig, sample_objects, video_caption
 from model.data.writers import CaptionItem, TemplateWriter
-
-log = logging.getLogger(__name__)
 
 
 def shown_as_text(caption: str) -> str:

@@ -86,19 +86,10 @@ def grounded_dialogues(
     """Stage 0's LLM corpus: every caption as a describe dialogue, and every instruction dialogue."""
     items = read_caption_items(captions, captions.parent, video_dir)
     dialogues = [caption_turns(it.caption, DESCRIBE_PROMPTS[i % len(DESCRIBE_PROMPTS)]) for i, it in enumerate(items)]
-    shown = caption_map([captions], video_dir)
+    shown = {str((captions.parent / it.video).resolve()): it.caption for it in items}  # video path -> caption
     for path in instructions:
         dialogues.extend(conversation_turns(c, path.parent, shown) for c in read_conversations(path))
     return dialogues
-
-
-def caption_map(paths: Sequence[Path], video_dir: Path | None = None) -> dict[str, str]:
-    """Absolute video path -> caption, over caption files."""
-    out: dict[str, str] = {}
-    for path in paths:
-        for it in read_caption_items(path, path.parent, video_dir):
-            out[str((path.parent / it.video).resolve())] = it.caption
-    return out
 
 
 def corpus_texts(captions: Path, instructions: Sequence[Path], video_dir: Path | None = None) -> list[str]:
