@@ -24,6 +24,7 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("data", "shapes"): ("model.data.shapes", "generate the synthetic shapes video world"),
     ("data", "instructions"): ("model.data.instructions", "build instruction conversations from captions"),
     ("data", "text-dialogues"): ("model.data.text_dialogues", "shapes dialogues with videos given as text"),
+    ("data", "binding"): ("model.data.binding", "two-object dialogues: shape by colour, colour by shape"),
     ("train", "stage0"): ("model.train.stage0", "pretrain the small vision tower and LLM (no pretrained weights)"),
     ("train", "stage1"): ("model.train.stage1", "train the abstractor on video-caption pairs"),
     ("train", "stage2"): ("model.train.stage2", "train the LoRA (and abstractor) on instruction data"),

@@ -6,6 +6,9 @@ directory. Reference: r=16, alpha=16, dropout 0.1 on q_proj and v_proj.
 
 from __future__ import annotations
 
+import contextlib
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,16 +47,27 @@ def load_base_llm(path: Path, dtype: str, device: str) -> tuple[nn.Module, PreTr
     return model.to(device), tokenizer
 
 
+@contextlib.contextmanager
+def _no_peft_checkpointing_warning() -> Iterator[None]:
+    """PEFT 0.21 reads transformers 5's deprecated `is_gradient_checkpointing` when it wraps a
+    model, a FutureWarning about library internals in every worker start; only that one is muted."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        yield
+
+
 def attach_new_lora(base: nn.Module, cfg: LoRASettings) -> PeftModel:
     lora = LoraConfig(
         r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
         target_modules=list(cfg.target_modules), bias="none", task_type="CAUSAL_LM",
     )
-    return get_peft_model(base, lora)
+    with _no_peft_checkpointing_warning():
+        return get_peft_model(base, lora)
 
 
 def load_lora(base: nn.Module, adapter_dir: Path, trainable: bool = False) -> PeftModel:
-    return PeftModel.from_pretrained(base, adapter_dir, is_trainable=trainable)
+    with _no_peft_checkpointing_warning():
+        return PeftModel.from_pretrained(base, adapter_dir, is_trainable=trainable)
 
 
 def base_state_dict(peft_model: PeftModel) -> dict[str, torch.Tensor]:

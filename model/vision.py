@@ -7,8 +7,10 @@ towers are stored), and its weights come from a local file. Nothing is downloade
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,10 +63,30 @@ def clip_tokenizer(cfg: VisionConfig, root: Path):
     return open_clip.get_tokenizer(clip_architecture(cfg, root))
 
 
+class _DropOpenClipRandomInit(logging.Filter):
+    """open_clip warns "Model initialized randomly" for every model built without weights,
+    although `create_clip` loads them right after: a false alarm in every server log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("No pretrained weights loaded for model")
+
+
+@contextlib.contextmanager
+def _no_random_init_warning() -> Iterator[None]:
+    root = logging.getLogger()  # open_clip logs through the root logger
+    drop = _DropOpenClipRandomInit()
+    root.addFilter(drop)
+    try:
+        yield
+    finally:
+        root.removeFilter(drop)
+
+
 def create_clip(cfg: VisionConfig, root: Path, device: str = "cpu") -> nn.Module:
     """Build the full open_clip model (image + text towers) and load local weights."""
     arch = clip_architecture(cfg, root)
-    model = open_clip.create_model(arch, pretrained=None, load_weights=False, device=device)
+    with _no_random_init_warning():  # the weights are loaded below (or warned about there)
+        model = open_clip.create_model(arch, pretrained=None, load_weights=False, device=device)
     if cfg.config_dir is not None:
         # Kept on the module so a trained tower can be saved in the same format.
         model.g4v_open_clip_config = json.loads((root / cfg.config_dir / "open_clip_config.json").read_text())

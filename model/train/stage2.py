@@ -21,7 +21,8 @@ log = logging.getLogger(__name__)
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="gpt4video train stage2", description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", type=Path, required=True, help="checkpoint to start from (stage 1)")
-    parser.add_argument("--instructions", type=Path, required=True, help="training dialogues (.jsonl)")
+    parser.add_argument("--instructions", type=Path, nargs="+", required=True,
+                        help="training dialogues (.jsonl; several files are read in order)")
     parser.add_argument("--val-instructions", type=Path, help="validation dialogues (.jsonl)")
     parser.add_argument("--out", type=Path, required=True, help="checkpoint directory to write")
     parser.add_argument("--train-abstractor", action="store_true", help="also train the abstractor")
@@ -30,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     started = begin_stage(args)
 
     model = load_checkpoint(args.checkpoint, trainable_lora=True)
-    train = load_dialogues(args.instructions)
+    train = [item for path in args.instructions for item in load_dialogues(path)]
     val = load_dialogues(args.val_instructions) if args.val_instructions else []
     model.set_training_mode(train_abstractor=args.train_abstractor, train_lora=True,
                             train_vision=args.train_vision)

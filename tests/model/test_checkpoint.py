@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
+import warnings
 from pathlib import Path
 
 import pytest
@@ -143,3 +145,30 @@ def test_embeddings_only_load_builds_the_same_prompt(tiny_checkpoint_dir, tiny_m
     assert sum(p.numel() for p in light.llm.parameters()) < sum(p.numel() for p in tiny_model.llm.parameters())
     with pytest.raises(RuntimeError, match="embeddings"):
         light.llm(input_ids=torch.tensor([[1]]))
+
+
+def test_loading_logs_no_false_random_init_warning(
+    checkpoint_copy: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """open_clip says "initialized randomly" before our weights load; only a real lack of weights warns."""
+    with caplog.at_level(logging.WARNING):
+        load_checkpoint(checkpoint_copy)
+    assert not [r for r in caplog.records if "random" in r.getMessage()]
+
+    data = _config_dict(checkpoint_copy)
+    data["vision"]["weights"] = None
+    _write_config(checkpoint_copy, data)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        load_checkpoint(checkpoint_copy)
+    assert [r for r in caplog.records if "no weights file: random initialisation" in r.getMessage()]
+
+
+def test_loading_raises_no_library_future_warning(checkpoint_copy: Path) -> None:
+    """PEFT's read of transformers' deprecated checkpointing flag is muted; other warnings are not."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        load_checkpoint(checkpoint_copy, trainable_lora=True)
+        warnings.warn("a FutureWarning of our own still shows", FutureWarning, stacklevel=1)
+    messages = [str(w.message) for w in caught if issubclass(w.category, FutureWarning)]
+    assert messages == ["a FutureWarning of our own still shows"], messages
