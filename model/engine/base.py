@@ -9,10 +9,41 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Literal, Protocol
 
 Role = Literal["system", "user", "assistant"]
 FinishReason = Literal["stop", "length", "abort", "error"]
+
+
+class FailureCode(StrEnum):
+    """Why a request failed. It travels from the engine (`GenerationResult.error_code`)
+    through the wire (`LLMReply.error_code`) to the API, whose one table
+    (`app.failures`) gives each code its HTTP status."""
+
+    # The client can fix these: another video, a shorter conversation, other parameters.
+    VIDEO_UNREADABLE = "video_unreadable"  # a video failed to decode for a reason without its own code
+    CORRUPT_VIDEO = "corrupt_video"  # the codes of model.video's typed errors, kept as they are
+    NO_VIDEO_STREAM = "no_video_stream"
+    VIDEO_TOO_LONG = "video_too_long"
+    RESOLUTION_TOO_LARGE = "resolution_too_large"
+    ZERO_FRAMES = "zero_frames"
+    CONTEXT_TOO_LONG = "context_too_long"
+    BAD_SAMPLING = "bad_sampling"
+    # The service's fault.
+    VIDEO_MISSING = "video_missing"  # a stored video is gone from disk: a storage fault
+    ENGINE_ERROR = "engine_error"
+    ENGINE_OVERLOADED = "engine_overloaded"  # out of memory: retry later or with less
+    EXPIRED = "expired"  # no worker took the request before its deadline
+    WORKER_LOST = "worker_lost"  # the workers serving it died too often
+
+
+class RequestError(Exception):
+    """One request cannot be served; `code` says why, the message what to do next."""
+
+    def __init__(self, code: FailureCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class EngineError(RuntimeError):
@@ -27,8 +58,12 @@ class EngineUnhealthy(EngineError):
     """`check_health` found the engine unable to serve."""
 
 
-class VideoInputError(ValueError):
-    """A request's video could not be read; carries the video id."""
+class VideoInputError(RequestError, ValueError):
+    """A request's video could not be read; `code` is the video error's own code, or
+    `video_missing` when the stored file is gone."""
+
+    def __init__(self, message: str, code: FailureCode = FailureCode.VIDEO_UNREADABLE) -> None:
+        super().__init__(code, message)
 
 
 @dataclass(frozen=True)
@@ -66,6 +101,13 @@ class GenerationResult:
     completion_tokens: int
     finish_reason: FinishReason
     error: str | None = None
+    error_code: FailureCode | None = None  # set when finish_reason is "error"
+
+    @classmethod
+    def failed(cls, request_id: str, error: RequestError, prompt_tokens: int = 0) -> GenerationResult:
+        """The result of a request that failed alone (its batch neighbours still run)."""
+        return cls(request_id, "", "", (), prompt_tokens, 0, "error", error=str(error),
+                   error_code=error.code)
 
 
 # Called with (request_id, text_delta) as tokens are decoded; for streaming.

@@ -21,33 +21,24 @@ import torch
 from model.engine.base import (
     DeltaCallback,
     EngineUnhealthy,
+    FailureCode,
     FinishReason,
     GenerationRequest,
     GenerationResult,
+    RequestError,
     SamplingParams,
-    VideoInputError,
 )
-from model.engine.video_features import FeatureCache, FrameSampler, VideoFeatureExtractor
+from model.engine.inputs import RequestInputs, check_context
+from model.engine.video_features import FeatureCache, FrameSampler
 from model.network import GPT4VideoModel
 from model.tags import parse_reply
 
 log = logging.getLogger(__name__)
 
 
-def _default_sampler(path: str, n: int, size: int):
-    from model.video import sample_frames
-
-    return sample_frames(path, n, size=size)
-
-
 def _cache_of(output) -> object:
     cache = getattr(output, "cache", None)
     return cache if cache is not None else output.past_key_values
-
-
-def _referenced_videos(req: GenerationRequest) -> dict[str, str]:
-    ids = {v for t in req.turns for v in t.videos}
-    return {v: p for v, p in req.video_paths.items() if v in ids}
 
 
 def sample_next(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator) -> int:
@@ -68,17 +59,11 @@ class _Row:
     request: GenerationRequest
     generator: torch.Generator
     prompt_tokens: int
+    max_new_tokens: int  # the request's, lowered to what the model's context leaves
     tokens: list[int] = field(default_factory=list)
     text: str = ""
     streamed: str = ""  # the prefix of `text` already sent to on_delta
     finish: FinishReason | None = None
-
-
-@dataclass
-class BatchStats:
-    batches: int = 0
-    requests: int = 0
-    max_batch_size: int = 0
 
 
 class HFEngine:
@@ -90,18 +75,15 @@ class HFEngine:
         fingerprint: str | None = None,
     ) -> None:
         self.model = model.eval()
-        config = getattr(model, "config", None)
-        fp = fingerprint or (config.fingerprint() if config is not None else "uncached")
-        self.features = VideoFeatureExtractor(model, fp, FeatureCache(feature_cache_size),
-                                              sampler or _default_sampler)
+        self.inputs = RequestInputs.for_model(model, feature_cache_size, sampler, fingerprint)
         self.eos_id = model.tokenizer.eos_token_id
+        base = model.llm.get_base_model()
+        self.context_len: int = base.config.max_position_embeddings  # prompt + reply, in tokens
         # transformers renamed `past_key_values` to `cache` (5.2x); accept either release.
-        forward_params = inspect.signature(model.llm.get_base_model().forward).parameters
-        self._cache_kw = "cache" if "cache" in forward_params else "past_key_values"
+        self._cache_kw = "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
         self._aborted: set[str] = set()
         self._running: set[str] = set()  # ids of the batch in flight; only those can be aborted
         self._lock = threading.Lock()
-        self.stats = BatchStats()
 
     # -- interface ------------------------------------------------------------------------
     def abort(self, request_id: str) -> bool:
@@ -120,7 +102,7 @@ class HFEngine:
             raise EngineUnhealthy(f"hf engine forward failed: {exc}") from exc
 
     def shutdown(self) -> None:
-        self.features.cache = FeatureCache(0)
+        self.inputs.features.cache = FeatureCache(0)
 
     @torch.inference_mode()
     def generate(
@@ -128,15 +110,18 @@ class HFEngine:
     ) -> list[GenerationResult]:
         if not requests:
             return []
-        self.stats.batches += 1
-        self.stats.requests += len(requests)
-        self.stats.max_batch_size = max(self.stats.max_batch_size, len(requests))
         with self._lock:
             self._running = {req.request_id for req in requests}
         try:
             rows, sequences, failed = self._prepare(requests)
             if sequences:
                 self._decode(rows, sequences, on_delta)
+        except (torch.OutOfMemoryError, MemoryError) as exc:  # the batch, not a request, is at fault
+            log.error("out of memory serving a batch of %d: %s", len(requests), exc)
+            overloaded = RequestError(FailureCode.ENGINE_OVERLOADED, (
+                f"the engine ran out of memory serving a batch of {len(requests)}: retry shortly, "
+                "send a shorter conversation, or lower LLM_MAX_BATCH"))
+            return [GenerationResult.failed(req.request_id, overloaded) for req in requests]
         finally:
             with self._lock:
                 self._running = set()
@@ -147,38 +132,23 @@ class HFEngine:
 
     # -- steps ----------------------------------------------------------------------------
     def _prepare(self, requests: Sequence[GenerationRequest]):
-        """Render prompts; a request whose video cannot be read fails alone, not the batch."""
-        wanted = [_referenced_videos(req) for req in requests]
-        merged = {k: v for w in wanted for k, v in w.items()}
-        # Each request sees only its own videos: never a neighbour's video under the same id
-        # (another path, or one it gave no path for), so a batch gives what each alone gives.
-        try:
-            if any(merged[k] != v for w in wanted for k, v in w.items()):
-                raise VideoInputError("a video id names different files in this batch")
-            batch_feats = self.features.features(merged)
-            per_request = [{k: batch_feats[k] for k in w} for w in wanted]
-        except Exception:  # isolate the bad video: retry one video at a time (cached ones are free)
-            per_request = [{} for _ in requests]
-            for req, videos, feats in zip(requests, wanted, per_request, strict=True):
-                for video_id, path in videos.items():
-                    try:
-                        feats.update(self.features.features({video_id: path}))
-                    except Exception as exc:  # typed video errors and anything the decoder raised
-                        log.warning("request %s: video %s unreadable: %s", req.request_id, video_id, exc)
+        """Render prompts; a request that cannot be served fails alone, not the batch."""
         rows, sequences, failed = [], [], {}
-        for req, feats in zip(requests, per_request, strict=True):
-            missing = [v for t in req.turns for v in t.videos if v not in feats]
-            if missing:
-                known = missing[0] in req.video_paths
-                err = VideoInputError(
-                    f"video {missing[0]} could not be read" if known else f"video {missing[0]} has no path")
-                failed[req.request_id] = GenerationResult(
-                    req.request_id, "", "", (), 0, 0, "error", error=str(err))
+        for req, features in zip(requests, self.inputs.batch_features(requests), strict=True):
+            try:
+                if isinstance(features, RequestError):
+                    raise features
+                seq = self.inputs.sequence(req, features)
+                check_context(len(seq.token_ids), self.context_len, "use a base LLM with a longer context")
+            except RequestError as exc:
+                log.warning("request %s failed: %s", req.request_id, exc)
+                failed[req.request_id] = GenerationResult.failed(req.request_id, exc)
                 continue
-            seq = self.model.build_sequence(req.turns, feats, add_generation_prompt=True)
             seed = req.sampling.seed if req.sampling.seed is not None else random.getrandbits(63)
             gen = torch.Generator(device="cpu").manual_seed(seed)
-            rows.append(_Row(req, gen, prompt_tokens=len(seq.token_ids)))
+            room = self.context_len - len(seq.token_ids)
+            rows.append(_Row(req, gen, prompt_tokens=len(seq.token_ids),
+                             max_new_tokens=min(req.sampling.max_new_tokens, room)))
             sequences.append(seq)
         return rows, sequences, failed
 
@@ -191,7 +161,7 @@ class HFEngine:
         cache = _cache_of(out)
         logits = out.logits[:, -1, :]  # (B, V)
         positions = batch.position_ids[:, -1]  # (B,)
-        max_steps = max(r.request.sampling.max_new_tokens for r in rows)
+        max_steps = max(r.max_new_tokens for r in rows)
         for _step in range(max_steps):
             next_ids = []
             for i, row in enumerate(rows):
@@ -235,7 +205,7 @@ class HFEngine:
                 break
         # Checked before the UTF-8 wait below, or a row whose last allowed token is half a
         # character would run past max_new_tokens (and differ from the same request alone).
-        if row.finish is None and len(row.tokens) >= req.sampling.max_new_tokens:
+        if row.finish is None and len(row.tokens) >= row.max_new_tokens:
             row.finish = "length"
         if text.endswith("\ufffd") and row.finish is None:
             return  # an incomplete UTF-8 sequence: emit it once it is whole

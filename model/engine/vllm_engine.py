@@ -17,7 +17,8 @@ vLLM is an optional dependency (`pip install .[gpu]`); it is imported lazily, an
 Threading: `AsyncLLM` binds its output handler to the event loop it first runs on, so
 the engine owns a private loop in a daemon thread and runs every vLLM call there. That
 lets callers use it from any loop (`submit` from the worker's loop, `asyncio.run` in
-tests) or from plain threads (`VllmBatchEngine.generate`).
+tests). What both engines share (videos -> features -> prompt embeddings, failed
+results) is in `model.engine.inputs`; this module is the vLLM-specific part alone.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Coroutine, Sequence
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
@@ -41,13 +42,14 @@ from model.engine.base import (
     EngineError,
     EngineUnavailable,
     EngineUnhealthy,
+    FailureCode,
     FinishReason,
     GenerationRequest,
     GenerationResult,
+    RequestError,
     SamplingParams,
-    VideoInputError,
 )
-from model.engine.video_features import FeatureCache, FrameSampler, VideoFeatureExtractor
+from model.engine.inputs import RequestInputs, check_context
 from model.tags import parse_reply
 
 if TYPE_CHECKING:
@@ -213,46 +215,12 @@ def vllm_sampling_kwargs(params: SamplingParams) -> dict[str, Any]:
 
 class PromptEmbedder(Protocol):
     def __call__(self, request: GenerationRequest) -> torch.Tensor:
-        """The request's prompt as embeddings `(L, D_llm)`; raises `VideoInputError`."""
+        """The request's prompt as embeddings `(L, D_llm)`; raises `RequestError`."""
         ...
 
 
-def _sample_frames(path: str, n: int, size: int):
-    from model.video import sample_frames
-
-    return sample_frames(path, n, size=size)
-
-
-class ModelPromptEmbedder:
-    """Prompt embeddings from the `GPT4VideoModel`: the same path as the hf engine (video
-    features through the cached extractor, then `GPT4VideoModel.prompt_embeds`)."""
-
-    def __init__(self, model: GPT4VideoModel, features: VideoFeatureExtractor) -> None:
-        self.model = model
-        self.features = features
-
-    @classmethod
-    def for_model(
-        cls, model: GPT4VideoModel, cache_size: int, sampler: FrameSampler | None = None
-    ) -> ModelPromptEmbedder:
-        config = getattr(model, "config", None)
-        fingerprint = config.fingerprint() if config is not None else "uncached"
-        extractor = VideoFeatureExtractor(
-            model, fingerprint, FeatureCache(cache_size), sampler or _sample_frames
-        )
-        return cls(model, extractor)
-
-    @torch.inference_mode()
-    def __call__(self, request: GenerationRequest) -> torch.Tensor:
-        video_ids = list(dict.fromkeys(v for turn in request.turns for v in turn.videos))
-        unknown = [v for v in video_ids if v not in request.video_paths]
-        if unknown:
-            raise VideoInputError(f"video {unknown[0]} has no file in the request")
-        try:
-            features = self.features.features({v: request.video_paths[v] for v in video_ids})
-        except Exception as exc:  # typed video errors and anything the decoder raised
-            raise VideoInputError(f"a video of the request could not be read: {exc}") from exc
-        return self.model.prompt_embeds(request.turns, features)  # (L, D_llm)
+# `RequestInputs` is the embedder the worker uses; bench/bench_engines.py knows it by this name.
+ModelPromptEmbedder = RequestInputs
 
 
 # -- the private event loop ------------------------------------------------------------------
@@ -366,7 +334,7 @@ class VllmEngine:
         if model.device.type != "cuda":
             log.warning("the GPT4VideoModel is on %s: prompt embeddings will be computed there "
                         "(set DEVICE=cuda to compute them on the GPU)", model.device)
-        embedder = ModelPromptEmbedder.for_model(model, options.feature_cache_size)
+        embedder = RequestInputs.for_model(model, options.feature_cache_size)
         return cls.start(files, embedder, options, eos_token_id=model.tokenizer.eos_token_id)
 
     @classmethod
@@ -460,33 +428,7 @@ class VllmEngine:
     async def shutdown(self) -> None:
         await asyncio.to_thread(self.close)
 
-    # -- sync helpers (used by VllmBatchEngine) ------------------------------------------------
-
-    def generate_blocking(
-        self, requests: Sequence[GenerationRequest], on_delta: DeltaCallback | None = None
-    ) -> list[GenerationResult]:
-        """Run requests together on the engine loop; `on_delta` runs on the loop thread."""
-        self._check_open()
-
-        async def run_all() -> list[GenerationResult]:
-            return list(await asyncio.gather(*(self._run(r, on_delta, True) for r in requests)))
-
-        return self._loop.call(run_all())
-
-    def abort_blocking(self, request_id: str) -> bool:
-        if self._closed:
-            return False
-        if self._loop.in_loop_thread():  # e.g. from an on_delta callback of generate_blocking
-            return self._abort_now(request_id)
-        return self._loop.call(self._abort(request_id))
-
-    def check_health_blocking(self) -> None:
-        if self._closed or not self._loop.alive:
-            raise EngineUnhealthy("the vllm engine is shut down; restart the llm-worker")
-        try:
-            self._loop.call(self._llm.check_health())
-        except Exception as exc:
-            raise EngineUnhealthy(f"vLLM engine is dead ({exc!r}); restart the llm-worker") from exc
+    # -- vLLM-specific -------------------------------------------------------------------------
 
     def num_unfinished_requests(self) -> int:
         """Requests vLLM still holds (queued or decoding); 0 when every slot is free."""
@@ -517,15 +459,6 @@ class VllmEngine:
     def _check_open(self) -> None:
         if self._closed:
             raise EngineError("the vllm engine is shut down")
-
-    def _abort_now(self, request_id: str) -> bool:
-        running = self._running.get(request_id)
-        if running is None:
-            return False
-        running.aborted = True
-        if running.in_vllm:
-            self._loop.loop.create_task(self._llm.abort(request_id))
-        return True
 
     async def _abort(self, request_id: str) -> bool:
         running = self._running.get(request_id)
@@ -568,16 +501,15 @@ class VllmEngine:
         loop = asyncio.get_running_loop()
         try:
             embeds = await loop.run_in_executor(self._embed_pool, self._prompt_embeds, request)
-        except VideoInputError as exc:
-            return _failed(request, 0, str(exc))
+        except RequestError as exc:
+            return GenerationResult.failed(request.request_id, exc)
         prompt_tokens = int(embeds.shape[0])
         if running.aborted:
             return _result(request, _Stream(finish="abort"), prompt_tokens, self._eos_token_id)
-        if prompt_tokens >= self._max_model_len:
-            return _failed(request, prompt_tokens, (
-                f"the prompt is {prompt_tokens} tokens (text + video tokens) and the engine's "
-                f"max model length is {self._max_model_len}: shorten the conversation, send "
-                "fewer videos, or raise VLLM_MAX_MODEL_LEN"))
+        try:
+            check_context(prompt_tokens, self._max_model_len, "raise VLLM_MAX_MODEL_LEN")
+        except RequestError as exc:
+            return GenerationResult.failed(request.request_id, exc, prompt_tokens)
 
         # 2. generate in vLLM, streaming deltas
         params = self._sampling_cls(
@@ -600,7 +532,8 @@ class VllmEngine:
             error = f"timed out after {self._options.request_timeout_s:g} s"
             log.warning("request %s %s; aborted", request.request_id, error)
         except self._client_error as exc:  # e.g. a sampling parameter vLLM rejects
-            return _failed(request, prompt_tokens, f"vLLM rejected the request: {exc}")
+            rejected = RequestError(FailureCode.BAD_SAMPLING, f"vLLM rejected the request's parameters: {exc}")
+            return GenerationResult.failed(request.request_id, rejected, prompt_tokens)
         except asyncio.CancelledError:
             log.info("request %s cancelled by its caller; aborted in vLLM", request.request_id)
             raise
@@ -670,34 +603,12 @@ def _result(
     # vLLM counts the EOS token that ended the turn; the hf engine (and the API) do not.
     if finish == "stop" and stream.stop_reason is None and stream.last_token == eos_token_id:
         tokens -= 1
+    code = None
+    if finish == "error":  # vLLM's own error finish
+        code = FailureCode.ENGINE_ERROR
+        error = error or f"vLLM finished request {request.request_id} with an error"
     return GenerationResult(
         request_id=request.request_id, text=parsed.text, raw_text=raw, captions=parsed.captions,
         prompt_tokens=prompt_tokens, completion_tokens=max(tokens, 0), finish_reason=finish,
-        error=error,
+        error=error, error_code=code,
     )
-
-
-def _failed(request: GenerationRequest, prompt_tokens: int, error: str) -> GenerationResult:
-    return GenerationResult(request.request_id, "", "", (), prompt_tokens, 0, "error", error=error)
-
-
-class VllmBatchEngine:
-    """The batch `Engine` face of a `VllmEngine` (eval, tests): every call runs on the
-    engine's private loop, so it works from plain synchronous code."""
-
-    def __init__(self, engine: VllmEngine) -> None:
-        self.engine = engine
-
-    def generate(
-        self, requests: Sequence[GenerationRequest], on_delta: DeltaCallback | None = None
-    ) -> list[GenerationResult]:
-        return self.engine.generate_blocking(requests, on_delta)
-
-    def abort(self, request_id: str) -> bool:
-        return self.engine.abort_blocking(request_id)
-
-    def check_health(self) -> None:
-        self.engine.check_health_blocking()
-
-    def shutdown(self) -> None:
-        self.engine.close()

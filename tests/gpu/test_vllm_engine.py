@@ -29,14 +29,14 @@ from model.checkpoint import load_checkpoint  # noqa: E402
 from model.engine.base import (  # noqa: E402
     EngineError,
     EngineUnhealthy,
+    FailureCode,
     GenerationRequest,
     SamplingParams,
     Turn,
 )
 from model.engine.hf_engine import HFEngine  # noqa: E402
+from model.engine.inputs import RequestInputs  # noqa: E402
 from model.engine.vllm_engine import (  # noqa: E402
-    ModelPromptEmbedder,
-    VllmBatchEngine,
     VllmEngine,
     VllmModelFiles,
     VllmOptions,
@@ -76,7 +76,7 @@ def vllm_engine(model, checkpoint: Path):
     )
     engine = VllmEngine.start(
         VllmModelFiles.of_model(model, checkpoint),
-        ModelPromptEmbedder.for_model(model, cache_size=16),
+        RequestInputs.for_model(model, cache_size=16),
         options,
         eos_token_id=model.tokenizer.eos_token_id,
     )
@@ -110,6 +110,14 @@ def _comparable(result) -> tuple:
     return (result.raw_text, result.finish_reason, result.prompt_tokens, result.completion_tokens)
 
 
+def _generate(engine: VllmEngine, requests) -> list:
+    """Run requests together on the engine, from synchronous test code."""
+    async def run_all() -> list:
+        return list(await asyncio.gather(*(engine.submit(r) for r in requests)))
+
+    return asyncio.run(run_all())
+
+
 def _hf_one_by_one(hf_engine: HFEngine, requests) -> list:
     return [hf_engine.generate([r])[0] for r in requests]  # no padding: exact reference
 
@@ -119,7 +127,7 @@ def _hf_one_by_one(hf_engine: HFEngine, requests) -> list:
 
 def test_greedy_text_matches_hf(vllm_engine, hf_engine):
     requests = [_request(f"text-{i}", p) for i, p in enumerate(PROMPTS)]
-    from_vllm = VllmBatchEngine(vllm_engine).generate(requests)
+    from_vllm = _generate(vllm_engine, requests)
     from_hf = _hf_one_by_one(hf_engine, requests)
     assert [r.request_id for r in from_vllm] == [r.request_id for r in requests]
     assert any(r.completion_tokens > 0 for r in from_hf), "the reference generated nothing"
@@ -128,9 +136,9 @@ def test_greedy_text_matches_hf(vllm_engine, hf_engine):
 
 def test_greedy_with_video_matches_hf(vllm_engine, hf_engine, video, model):
     requests = [_request(f"video-{i}", p, video=video) for i, p in enumerate(PROMPTS[:2])]
-    from_vllm = VllmBatchEngine(vllm_engine).generate(requests)
+    from_vllm = _generate(vllm_engine, requests)
     from_hf = _hf_one_by_one(hf_engine, requests)
-    text_only = VllmBatchEngine(vllm_engine).generate([_request("plain", PROMPTS[0])])[0]
+    text_only = _generate(vllm_engine, [_request("plain", PROMPTS[0])])[0]
     assert from_vllm[0].prompt_tokens == text_only.prompt_tokens + model.num_video_tokens
     assert all(r.error is None for r in from_vllm), [r.error for r in from_vllm]
     assert [_comparable(r) for r in from_vllm] == [_comparable(r) for r in from_hf]
@@ -189,9 +197,8 @@ def _eventually(condition: Callable[[], bool], within_s: float = 30.0) -> bool:
 
 def _long_running_request(vllm_engine, max_new_tokens: int = 600) -> GenerationRequest:
     """A prompt whose greedy reply runs long (no early EOS), found by running it."""
-    batch = VllmBatchEngine(vllm_engine)
     for i, prompt in enumerate(PROMPTS):
-        probe = batch.generate([_request(f"probe-{i}", prompt, max_new_tokens)])[0]
+        probe = _generate(vllm_engine, [_request(f"probe-{i}", prompt, max_new_tokens)])[0]
         if probe.completion_tokens >= 300:
             return _request(f"long-{i}", prompt, max_new_tokens)
     pytest.fail("no prompt of the tiny checkpoint decodes 300 tokens before EOS")
@@ -211,7 +218,7 @@ def test_an_aborted_request_frees_its_slot(vllm_engine):
     assert result.finish_reason == "abort"
     assert 0 < result.completion_tokens < 300
     assert vllm_engine.num_unfinished_requests() == 0
-    again = VllmBatchEngine(vllm_engine).generate([_request("after-abort", PROMPTS[0])])[0]
+    again = _generate(vllm_engine, [_request("after-abort", PROMPTS[0])])[0]
     assert again.finish_reason in ("stop", "length")
 
 
@@ -238,14 +245,15 @@ def test_abort_of_an_unknown_request_is_false(vllm_engine):
 def test_a_request_id_cannot_run_twice_at_once(vllm_engine):
     request = _request("twin", PROMPTS[0])
     with pytest.raises(EngineError, match="already running"):
-        VllmBatchEngine(vllm_engine).generate([request, request])
+        _generate(vllm_engine, [request, request])
 
 
 def test_prompt_longer_than_max_model_len_fails_alone(vllm_engine):
     long_text = " ".join(["a red circle moves to the left."] * 400)
-    results = VllmBatchEngine(vllm_engine).generate(
+    results = _generate(vllm_engine,
         [_request("too-long", long_text), _request("fine", PROMPTS[0])])
     assert results[0].finish_reason == "error" and "VLLM_MAX_MODEL_LEN" in results[0].error
+    assert results[0].error_code == FailureCode.CONTEXT_TOO_LONG
     assert results[1].finish_reason in ("stop", "length")
 
 
@@ -253,7 +261,7 @@ def test_health_then_shutdown(model, checkpoint):
     """Own engine: the module's one stays up for the other tests."""
     engine = VllmEngine.start(
         VllmModelFiles.of_model(model, checkpoint),
-        ModelPromptEmbedder.for_model(model, cache_size=0),
+        RequestInputs.for_model(model, cache_size=0),
         VllmOptions(gpu_memory_utilization=0.2, max_model_len=512, max_num_seqs=4,
                     dtype="float16", enforce_eager=True),
     )
@@ -266,4 +274,4 @@ def test_health_then_shutdown(model, checkpoint):
 
     asyncio.run(lifecycle())
     with pytest.raises(EngineError, match="shut down"):
-        VllmBatchEngine(engine).generate([_request("late", PROMPTS[0])])
+        _generate(engine, [_request("late", PROMPTS[0])])

@@ -23,15 +23,16 @@ from model.checkpoint import load_checkpoint
 from model.engine.base import (
     EngineError,
     EngineUnavailable,
+    FailureCode,
     GenerationRequest,
     SamplingParams,
     Turn,
     VideoInputError,
 )
 from model.engine.factory import build_engine
+from model.engine.inputs import RequestInputs
 from model.engine.vllm_engine import (
     AdapterConfigError,
-    ModelPromptEmbedder,
     VllmModelFiles,
     VllmOptions,
     adapter_max_lora_rank,
@@ -200,7 +201,7 @@ def _frames(path: str, n: int, size: int) -> np.ndarray:
 
 
 def test_text_prompt_embeds_are_the_models(model):
-    embedder = ModelPromptEmbedder.for_model(model, cache_size=4, sampler=_frames)
+    embedder = RequestInputs.for_model(model, cache_size=4, sampler=_frames)
     request = _request()
     embeds = embedder(request)  # (L, D)
     expected = model.prompt_embeds(request.turns, {})
@@ -213,7 +214,7 @@ V1, V2 = "a" * 64, "b" * 64
 
 
 def test_video_tokens_are_spliced_in(model):
-    embedder = ModelPromptEmbedder.for_model(model, cache_size=4, sampler=_frames)
+    embedder = RequestInputs.for_model(model, cache_size=4, sampler=_frames)
     text_only = embedder(_request())
     with_video = embedder(_request(videos=(V1,), paths={V1: "clip-a.mp4"}))
     nq = model.num_video_tokens
@@ -237,8 +238,10 @@ def test_unreadable_or_missing_video_is_a_video_input_error(model):
     def broken(path: str, n: int, size: int) -> np.ndarray:
         raise OSError(f"cannot decode {path}")
 
-    embedder = ModelPromptEmbedder.for_model(model, cache_size=4, sampler=broken)
-    with pytest.raises(VideoInputError, match=r"cannot decode bad\.mp4"):
+    embedder = RequestInputs.for_model(model, cache_size=4, sampler=broken)
+    with pytest.raises(VideoInputError, match=r"cannot decode bad\.mp4") as caught:
         embedder(_request(videos=(V1,), paths={V1: "bad.mp4"}))
-    with pytest.raises(VideoInputError, match=f"{V2} has no file"):
+    assert caught.value.code == FailureCode.VIDEO_UNREADABLE
+    with pytest.raises(VideoInputError, match=f"{V2} has no path") as caught:
         embedder(_request(videos=(V2,)))
+    assert caught.value.code == FailureCode.VIDEO_MISSING

@@ -15,7 +15,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from model.engine.base import DeltaCallback, GenerationRequest, GenerationResult, SamplingParams, Turn
+from model.engine.base import (
+    DeltaCallback,
+    FailureCode,
+    GenerationRequest,
+    GenerationResult,
+    SamplingParams,
+    Turn,
+)
 from model.engine.batching import BatchingEngine
 from model.engine.hf_engine import HFEngine, sample_next
 from model.network import GPT4VideoModel
@@ -78,7 +85,6 @@ def test_batch_gives_the_same_results_as_one_at_a_time(engine: HFEngine) -> None
         assert 0 < result.completion_tokens <= req.sampling.max_new_tokens
         if result.finish_reason == "length":
             assert result.completion_tokens == req.sampling.max_new_tokens
-    assert engine.stats.max_batch_size == len(requests)
 
 
 def test_prompt_tokens_count_video_tokens(engine: HFEngine, tiny_model: GPT4VideoModel) -> None:
@@ -214,17 +220,42 @@ def test_unreadable_video_fails_only_its_request(engine: HFEngine, frame_sampler
     by_id = {r.request_id: r for r in results}
     assert by_id["bad"].finish_reason == "error"
     assert BROKEN in by_id["bad"].error and "could not be read" in by_id["bad"].error
+    assert by_id["bad"].error_code == FailureCode.VIDEO_UNREADABLE
     assert (by_id["bad"].raw_text, by_id["bad"].completion_tokens) == ("", 0)
     # A neighbour ("sampled-two-videos") has TWO with a path; no-path must not borrow it.
     assert by_id["no-path"].finish_reason == "error"
     assert "has no path" in by_id["no-path"].error
+    assert by_id["no-path"].error_code == FailureCode.VIDEO_MISSING  # the API resolves every id
     assert [by_id[r.request_id] for r in good] == engine.generate(good)
+
+
+def test_a_prompt_longer_than_the_context_fails_alone_naming_the_limit(engine: HFEngine) -> None:
+    words = " ".join(["a red circle moves to the left."] * 40)
+    probe = engine.inputs.sequence(request("probe", [Turn("user", words)]), {})
+    repeats = 2 * engine.context_len // len(probe.token_ids)  # well past the context
+    too_long = request("too-long", [Turn("user", " ".join([words] * repeats))], max_new_tokens=4)
+    fine = request("fine", [Turn("user", "hi")], max_new_tokens=4)
+    results = {r.request_id: r for r in engine.generate([too_long, fine])}
+    failed = results["too-long"]
+    assert failed.finish_reason == "error" and failed.error_code == FailureCode.CONTEXT_TOO_LONG
+    assert f"context is {engine.context_len} tokens" in failed.error
+    assert results["fine"] == engine.generate([fine])[0]
+
+
+def test_a_reply_stops_at_the_end_of_the_context(tiny_model: GPT4VideoModel, frame_sampler) -> None:
+    engine = HFEngine(tiny_model, sampler=frame_sampler)
+    edge = request("edge", [Turn("user", "hi")], max_new_tokens=50, temperature=1.0, seed=0)
+    prompt_tokens = len(engine.inputs.sequence(edge, {}).token_ids)
+    engine.context_len = prompt_tokens + 2  # as if the model's context ended two tokens later
+    (result,) = engine.generate([edge])
+    assert result.error is None and result.prompt_tokens == prompt_tokens
+    assert result.completion_tokens <= 2
 
 
 def test_cache_prevents_decoding_and_encoding_again(
     engine: HFEngine, frame_sampler: SeededFrameSampler, tiny_model: GPT4VideoModel
 ) -> None:
-    features, cache = engine.features, engine.features.cache
+    features, cache = engine.inputs.features, engine.inputs.features.cache
     engine.generate([request("q1", [Turn("user", "Describe the video.", (ONE,))], max_new_tokens=3)])
     assert (features.encoded_videos, frame_sampler.calls[PATHS[ONE]]) == (1, 1)
     hits = cache.hits
@@ -252,7 +283,7 @@ def test_cache_keys_by_content_not_by_id(engine: HFEngine, frame_sampler: Seeded
     for name in ("a.mp4", "b.mp4"):
         (tmp_path / name).write_bytes(b"same bytes")
     (tmp_path / "c.mp4").write_bytes(b"other bytes")
-    features = engine.features
+    features = engine.inputs.features
     features.features({"first": str(tmp_path / "a.mp4")})
     features.features({"second": str(tmp_path / "b.mp4")})
     assert features.encoded_videos == 1
@@ -274,7 +305,7 @@ def test_same_id_for_different_files_in_one_batch(engine: HFEngine, tmp_path: Pa
                 for i, p in enumerate(paths)]  # hot sampling: the tiny model's greedy reply ignores the video
     together = engine.generate(requests)
     assert together == [engine.generate([r])[0] for r in requests]
-    mine, yours = (engine.features.features({"clip": p})["clip"] for p in paths)
+    mine, yours = (engine.inputs.features.features({"clip": p})["clip"] for p in paths)
     assert not torch.equal(mine, yours)
 
 
@@ -283,7 +314,7 @@ def test_check_health_and_shutdown(engine: HFEngine) -> None:
     engine.generate([request("q", [Turn("user", "x", (ONE,))], max_new_tokens=1)])
     engine.shutdown()
     engine.generate([request("q", [Turn("user", "x", (ONE,))], max_new_tokens=1)])
-    assert engine.features.encoded_videos == 2  # the cache was dropped
+    assert engine.inputs.features.encoded_videos == 2  # the cache was dropped
 
 
 def test_sample_next() -> None:
@@ -371,9 +402,15 @@ def test_real_mp4_through_the_default_sampler(tiny_model: GPT4VideoModel, tmp_pa
     ])
     assert ok.finish_reason in ("length", "stop") and ok.completion_tokens > 0
     assert bad.finish_reason == "error" and "broken" in bad.error
+    assert bad.error_code == FailureCode.CORRUPT_VIDEO  # the video error's own code
+    (gone,) = engine.generate([GenerationRequest(
+        "gone", (Turn("user", "Describe the video.", ("gone",)),), SamplingParams(max_new_tokens=4),
+        {"gone": str(tmp_path / "deleted.mp4")})])
+    assert gone.error_code == FailureCode.VIDEO_MISSING  # a storage fault, not a bad upload
     cfg = tiny_model.vision.cfg
     frames = torch.from_numpy(sample_frames(clip, cfg.num_frames, size=cfg.image_size))[None]  # (1, T, S, S, 3)
     assert frames.shape == (1, cfg.num_frames, cfg.image_size, cfg.image_size, 3)
     with torch.no_grad():
         direct = tiny_model.encode_frames(frames)[0]  # (Nq, D)
-    torch.testing.assert_close(engine.features.features({"clip": str(clip)})["clip"], direct, rtol=1e-5, atol=1e-5)
+    cached = engine.inputs.features.features({"clip": str(clip)})["clip"]  # (Nq, D)
+    torch.testing.assert_close(cached, direct, rtol=1e-5, atol=1e-5)
