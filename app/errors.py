@@ -58,6 +58,10 @@ class TooManyRequests(APIError):
     status, type = 429, "rate_limited"
 
 
+class InternalError(APIError):
+    status, type = 500, "internal_error"
+
+
 class ServiceUnavailable(APIError):
     status, type = 503, "service_unavailable"
 

@@ -43,7 +43,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    for router in (health.router, videos.router, chat.router, jobs.router):
+    for router in (health.router, videos.router, chat.build_router(settings), jobs.router):
         app.include_router(router)
     return app
 

@@ -1,14 +1,23 @@
 """Typed request and response bodies. Requests carry their bounds and convert themselves
-into the wire/engine parameters."""
+into the wire/engine parameters.
+
+Bounds have one source each: conversation limits come from `Settings` (`chat_schemas`
+builds the bounded message and request models for them), video fields are
+`model.t2v_request.VideoParams` itself.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from functools import lru_cache
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from gpt4video import llm_protocol as wire
-from gpt4video.jobs import JobStatus, VideoParams
+from gpt4video.jobs import JobStatus
+from gpt4video.settings import Settings
+from model.t2v_request import MAX_SEED, VideoParams
 
 VIDEO_ID_PATTERN = r"^[0-9a-f]{64}$"
 
@@ -17,7 +26,7 @@ class SamplingFields(BaseModel):
     max_new_tokens: int = Field(default=128, ge=1, le=2048)
     temperature: float = Field(default=0.0, ge=0.0, le=2.0)
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
-    seed: int | None = Field(default=None, ge=0, le=2**63 - 1)
+    seed: int | None = Field(default=None, ge=0, le=2**63 - 1)  # the hf engine seeds torch with 63 bits
     stop: list[str] = Field(default_factory=list, max_length=4)
 
     def to_wire(self) -> wire.WireSampling:
@@ -25,36 +34,49 @@ class SamplingFields(BaseModel):
                                  top_p=self.top_p, seed=self.seed, stop=[s for s in self.stop if s])
 
 
-class VideoGenerationFields(BaseModel):
-    """Optional parameters for the videos generated from the reply's captions."""
+class ChatMessageFields(BaseModel):
+    """A message without its length bound (see `chat_schemas`)."""
 
-    model_config = ConfigDict(extra="forbid")
-    num_frames: int | None = Field(default=None, ge=1, le=256)
-    height: int | None = Field(default=None, ge=16, le=2048)
-    width: int | None = Field(default=None, ge=16, le=2048)
-    fps: int | None = Field(default=None, ge=1, le=60)
-    num_inference_steps: int | None = Field(default=None, ge=1, le=200)
-    guidance_scale: float | None = Field(default=None, ge=0.0, le=50.0)
-    negative_prompt: str | None = Field(default=None, max_length=500)
-    seed: int | None = Field(default=None, ge=0, le=2**63 - 1)
-
-    def to_params(self) -> VideoParams:
-        return VideoParams(**self.model_dump())
-
-
-class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="forbid")
     role: Literal["system", "user", "assistant"]
-    content: str = Field(max_length=8000)
+    content: str
     videos: list[str] = Field(default_factory=list, max_length=8,
                               description="ids returned by POST /v1/videos (user messages only)")
 
 
-class ChatRequest(SamplingFields):
+class ChatRequestFields(SamplingFields):
+    """A chat request without its conversation bounds (see `chat_schemas`)."""
+
     model_config = ConfigDict(extra="forbid")
-    messages: list[ChatMessage] = Field(min_length=1, max_length=64)
+    messages: list[ChatMessageFields]
     stream: bool = False
-    video: VideoGenerationFields = Field(default_factory=VideoGenerationFields)
+    video: VideoParams = Field(default_factory=VideoParams,
+                               description=f"for the videos made from the reply's captions; seed 0..{MAX_SEED}")
+
+
+@dataclass(frozen=True)
+class ChatSchemas:
+    message: type[ChatMessageFields]
+    request: type[ChatRequestFields]
+
+
+def chat_schemas(settings: Settings) -> ChatSchemas:
+    """The message and request models bounded by MAX_PROMPT_CHARS and MAX_MESSAGES."""
+    return _chat_schemas(settings.max_prompt_chars, settings.max_messages)
+
+
+@lru_cache(maxsize=8)
+def _chat_schemas(max_prompt_chars: int, max_messages: int) -> ChatSchemas:
+    message = create_model(
+        "ChatMessage", __base__=ChatMessageFields,
+        content=(str, Field(max_length=max_prompt_chars, description="at most MAX_PROMPT_CHARS characters")),
+    )
+    request = create_model(
+        "ChatRequest", __base__=ChatRequestFields,
+        messages=(list[message], Field(min_length=1, max_length=max_messages,
+                                       description="at most MAX_MESSAGES messages")),
+    )
+    return ChatSchemas(message=message, request=request)
 
 
 class VideoJobRef(BaseModel):

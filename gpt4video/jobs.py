@@ -17,6 +17,8 @@ from typing import Any
 import redis
 from rq import Queue, Retry
 
+from model.t2v_request import VideoParams
+
 T2V_QUEUE = "t2v"
 RENDER_FUNC = "workers.t2v_worker.render_video"
 _KEY = "g4v:job:{}"
@@ -37,20 +39,6 @@ class JobStatus(StrEnum):
 
 class JobNotFound(KeyError):
     """No job record with that id (or it belongs to another API key)."""
-
-
-@dataclass
-class VideoParams:
-    """Per-job generation parameters; `None` means the pipeline's own default."""
-
-    num_frames: int | None = None
-    height: int | None = None
-    width: int | None = None
-    fps: int | None = None
-    num_inference_steps: int | None = None
-    guidance_scale: float | None = None
-    negative_prompt: str | None = None
-    seed: int | None = None
 
 
 @dataclass
@@ -142,7 +130,7 @@ def enqueue_video_job(
 ) -> JobRecord:
     """Write the job record, then put the render job on the RQ `t2v` queue."""
     record = JobRecord(id=new_job_id(), owner=owner, caption=caption,
-                       params={k: v for k, v in asdict(params).items() if v is not None})
+                       params=params.model_dump(exclude_none=True))
     store.create(record)
     queue = Queue(T2V_QUEUE, connection=store.redis)
     queue.enqueue_call(

@@ -9,8 +9,12 @@
 - Replies: stream `g4v:llm:out:<request id>`; entries `{"type": "delta", "text": …}`
   while streaming and one `{"type": "final", "result": LLMReply JSON}`. It expires.
 - Aborts: pub/sub channel `g4v:llm:abort`, message = request id.
-- Heartbeats: sorted set `g4v:llm:workers` (member = worker name, score = last beat)
-  and hash `g4v:llm:worker:<name>` (batch statistics as JSON).
+- Heartbeats: sorted set `g4v:llm:workers` (member = worker name, score = last beat).
+  A worker beats only while its engine passes `check_health`; one whose engine fails
+  leaves the set and exits. Key `g4v:llm:worker:<name>`: its statistics and engine health
+  as JSON.
+- Failures: an `LLMReply` with status "error" or "expired" carries a `FailureCode`,
+  which the API maps to its HTTP answer (`app.failures`).
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from __future__ import annotations
 from typing import Literal
 
 from pydantic import BaseModel, Field
+
+from model.engine.base import FailureCode
 
 REQUESTS_STREAM = "g4v:llm:requests"
 GROUP = "llm-workers"
@@ -75,5 +81,10 @@ class LLMReply(BaseModel):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     error: str | None = None
-    error_code: str | None = None
+    error_code: FailureCode | None = None
     worker: str = ""
+
+    @classmethod
+    def failure(cls, request_id: str, code: FailureCode, error: str, worker: str) -> LLMReply:
+        status: Literal["error", "expired"] = "expired" if code == FailureCode.EXPIRED else "error"
+        return cls(id=request_id, status=status, error=error, error_code=code, worker=worker)

@@ -61,6 +61,10 @@ class Settings(BaseSettings):
     llm_claim_idle_s: float = Field(default=30.0, gt=0)
     heartbeat_interval_s: float = Field(default=2.0, gt=0)
     heartbeat_ttl_s: float = Field(default=10.0, gt=0)
+    # How often a worker runs its engine's check_health, and how long one check may take;
+    # a worker whose engine fails it leaves the pool and exits (a supervisor restarts it).
+    llm_health_interval_s: float = Field(default=10.0, gt=0)
+    llm_health_timeout_s: float = Field(default=30.0, gt=0)
     feature_cache_size: int = Field(default=256, ge=0)
     vllm_gpu_memory_utilization: float = Field(default=0.85, gt=0, le=1)
     vllm_max_model_len: int = Field(default=4096, ge=64)
@@ -99,10 +103,6 @@ class Settings(BaseSettings):
     @property
     def api_key_set(self) -> frozenset[str]:
         return frozenset(k.strip() for k in self.api_keys.split(",") if k.strip())
-
-    @property
-    def videos_dir(self) -> Path:
-        return self.data_dir / "videos"
 
     @property
     def outputs_dir(self) -> Path:

@@ -18,7 +18,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import redis.asyncio as aioredis
@@ -30,18 +30,17 @@ from gpt4video import llm_protocol as wire
 from gpt4video.settings import Settings, load_settings
 from model.engine.base import (
     AsyncEngine,
+    FailureCode,
     GenerationRequest,
     GenerationResult,
     SamplingParams,
     Turn,
 )
 from model.safety.base import FrameChecker, PassThroughFrameChecker, SafetyVerdict
+from model.safety.policy import TextChecker, screen_captions, screen_frames, screen_user_turn, withheld_notice
 
 log = logging.getLogger("gpt4video.llm_worker")
-
-
-class Moderator(Protocol):
-    def check(self, text: str) -> SafetyVerdict: ...
+_REDIS_LOST = (RedisConnectionError, RedisTimeoutError)
 
 
 @dataclass
@@ -51,6 +50,9 @@ class WorkerStats:
     refused: int = 0
     failed: int = 0
     claimed_from_others: int = 0
+    engine_healthy: bool = True
+    engine_error: str | None = None  # why the last health check failed
+    health_checked_at: float = 0.0
 
     def as_dict(self, engine: Any) -> dict[str, Any]:
         batching = getattr(engine, "stats", None)
@@ -58,6 +60,8 @@ class WorkerStats:
         return {
             "started_at": self.started_at, "requests": self.requests, "refused": self.refused,
             "failed": self.failed, "claimed_from_others": self.claimed_from_others,
+            "engine_healthy": self.engine_healthy, "engine_error": self.engine_error,
+            "health_checked_at": self.health_checked_at,
             "batches": sum(histogram.values()), "max_batch_size": max(histogram, default=0),
             "batch_size_histogram": {str(size): n for size, n in sorted(histogram.items())},
         }
@@ -76,21 +80,22 @@ def to_generation_request(req: wire.LLMRequest) -> GenerationRequest:
 
 
 def moderate_reply(
-    req: wire.LLMRequest, result: GenerationResult, moderator: Moderator | None, worker: str
+    req: wire.LLMRequest, result: GenerationResult, moderator: TextChecker | None, worker: str
 ) -> wire.LLMReply:
-    """Drop captions the moderator flags; the text says a video was withheld."""
+    """Drop captions the moderator flags; the text says which video was withheld and why."""
     if result.finish_reason == "error":
-        return wire.LLMReply(id=req.id, status="error", error=result.error or "generation failed",
-                             error_code="video_unreadable", worker=worker)
+        return wire.LLMReply.failure(req.id, result.error_code or FailureCode.ENGINE_ERROR,
+                                     result.error or "generation failed", worker)
     captions: list[str] = []
     withheld: list[wire.SafetyHit] = []
     text = result.text
-    for index, caption in enumerate(result.captions):
-        verdict = moderator.check(caption) if moderator else SafetyVerdict(flagged=False)
+    verdicts = (screen_captions(moderator, result.captions) if moderator
+                else [SafetyVerdict(flagged=False)] * len(result.captions))
+    for index, (caption, verdict) in enumerate(zip(result.captions, verdicts, strict=True)):
         marker = f"[video:{index}]"
-        if verdict.flagged:
-            withheld.append(wire.SafetyHit(category=verdict.category or "unsafe", score=verdict.score))
-            text = text.replace(marker, "[video withheld]")
+        if verdict.flagged and verdict.category:
+            withheld.append(wire.SafetyHit(category=verdict.category, score=verdict.score))
+            text = text.replace(marker, withheld_notice(verdict.category))
         else:
             text = text.replace(marker, f"[video:{len(captions)}]")
             captions.append(caption)
@@ -106,7 +111,7 @@ class LLMWorker:
         self,
         settings: Settings,
         engine: AsyncEngine,
-        moderator: Moderator | None,
+        moderator: TextChecker | None,
         refusal_text: Callable[[str], str],
         name: str | None = None,
         frame_checker: FrameChecker | None = None,
@@ -126,6 +131,7 @@ class LLMWorker:
         self.in_flight: dict[str, str] = {}  # stream entry id -> request id
         self._tasks: set[asyncio.Task] = set()
         self._stopping = asyncio.Event()
+        self.unhealthy = False  # the engine failed check_health: the worker exits non-zero
 
     async def run(self) -> None:
         await self._ensure_group()
@@ -134,6 +140,9 @@ class LLMWorker:
         log.info("llm worker %s ready (max batch %d)", self.name, self.settings.llm_max_batch)
         try:
             await asyncio.gather(*loops)
+            if self.unhealthy:  # a dead engine finishes nothing: leave the entries to other workers
+                for task in self._tasks:
+                    task.cancel()
             if self._tasks:  # graceful stop: finish what we hold
                 await asyncio.gather(*list(self._tasks), return_exceptions=True)
         finally:
@@ -150,7 +159,7 @@ class LLMWorker:
             try:
                 await loop()
                 return
-            except (RedisConnectionError, RedisTimeoutError) as exc:
+            except _REDIS_LOST as exc:
                 log.warning("%s: Redis unavailable (%s); retrying in %.1f s", loop.__name__, exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
@@ -191,7 +200,14 @@ class LLMWorker:
                 self._start(entry_id, fields)
 
     async def _heartbeat(self) -> None:
+        """Beat while the engine is healthy; when it is not, leave the pool and stop."""
+        next_check = 0.0
         while not self._stopping.is_set():
+            if time.monotonic() >= next_check:
+                if not await self._engine_healthy():
+                    await self._leave_unhealthy()
+                    return
+                next_check = time.monotonic() + self.settings.llm_health_interval_s
             now = time.time()
             pipe = self.redis.pipeline()
             pipe.zadd(wire.WORKERS_ZSET, {self.name: now})
@@ -203,6 +219,26 @@ class LLMWorker:
                                         message_ids=list(self.in_flight), justid=True)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), self.settings.heartbeat_interval_s)
+
+    async def _engine_healthy(self) -> bool:
+        try:
+            await asyncio.wait_for(self.engine.check_health(), self.settings.llm_health_timeout_s)
+        except Exception as exc:  # EngineUnhealthy, a hung check, or whatever a dead engine raises
+            self.stats.engine_healthy = False
+            self.stats.engine_error = f"{type(exc).__name__}: {exc}"
+        self.stats.health_checked_at = time.time()
+        return self.stats.engine_healthy
+
+    async def _leave_unhealthy(self) -> None:
+        log.error("engine unhealthy (%s): leaving the worker pool and exiting so that a supervisor "
+                  "restarts the llm-worker", self.stats.engine_error)
+        self.unhealthy = True
+        pipe = self.redis.pipeline()
+        pipe.zrem(wire.WORKERS_ZSET, self.name)
+        pipe.set(wire.worker_stats_key(self.name), json.dumps(self.stats.as_dict(self.engine)),
+                 ex=int(self.settings.heartbeat_ttl_s * 3))
+        await pipe.execute()
+        self.stop()
 
     async def _listen_aborts(self) -> None:
         pubsub = self.redis.pubsub()
@@ -235,28 +271,42 @@ class LLMWorker:
             return
         self.in_flight[entry_id] = req.id
         try:
-            reply = await self._serve(entry_id, req)
+            reply = await self._answer(entry_id, req)
             await self._publish(req.id, {"type": "final", "result": reply.model_dump_json()})
             await self._ack(entry_id)
-        except (RedisConnectionError, RedisTimeoutError) as exc:
+        except _REDIS_LOST as exc:
             # Not acknowledged: the entry stays pending and is claimed again later.
             log.warning("request %s: Redis lost while replying (%s); it will be retried", req.id, exc)
         finally:
             self.in_flight.pop(entry_id, None)
 
+    async def _answer(self, entry_id: str, req: wire.LLMRequest) -> wire.LLMReply:
+        """The reply to one request, whatever fails while serving it; only a lost Redis
+        raises (the entry then stays pending, to be served again)."""
+        try:
+            return await self._serve(entry_id, req)
+        except _REDIS_LOST:
+            raise
+        except Exception as exc:  # the engine, a safety check, or the worker itself failed
+            log.exception("request %s failed", req.id)
+            self.stats.failed += 1
+            return wire.LLMReply.failure(req.id, FailureCode.ENGINE_ERROR,
+                                         f"the llm-worker failed serving the request: {exc}", self.name)
+
     async def _serve(self, entry_id: str, req: wire.LLMRequest) -> wire.LLMReply:
         self.stats.requests += 1
         if time.time() > req.deadline:
-            return wire.LLMReply(id=req.id, status="expired", error="the request expired before a worker took it",
-                                 error_code="expired", worker=self.name)
+            return wire.LLMReply.failure(req.id, FailureCode.EXPIRED, "the request expired before a worker took it",
+                                         self.name)
         deliveries = await self._delivery_count(entry_id)
         if deliveries > wire.MAX_DELIVERIES:
             self.stats.failed += 1
-            return wire.LLMReply(id=req.id, status="error", error_code="worker_lost", worker=self.name,
-                                 error=f"the request was taken over {deliveries - 1} times after worker failures")
+            return wire.LLMReply.failure(
+                req.id, FailureCode.WORKER_LOST,
+                f"the request was taken over {deliveries - 1} times after worker failures", self.name)
         user_turns = [t for t in req.turns if t.role == "user"]
         if self.moderator and user_turns:
-            verdict = self.moderator.check(user_turns[-1].content)
+            verdict = screen_user_turn(self.moderator, user_turns[-1].content)
             if verdict.flagged:
                 self.stats.refused += 1
                 category = verdict.category or "unsafe"
@@ -280,11 +330,6 @@ class LLMWorker:
 
         try:
             result = await self.engine.submit(to_generation_request(req), on_delta if req.stream else None)
-        except Exception as exc:  # the engine failed this request; report it, keep serving
-            log.exception("request %s failed", req.id)
-            self.stats.failed += 1
-            return wire.LLMReply(id=req.id, status="error", error=f"engine error: {exc}",
-                                 error_code="engine_error", worker=self.name)
         finally:
             if last_delta:
                 await last_delta[-1]
@@ -305,9 +350,9 @@ class LLMWorker:
             if verdict is None:
                 try:
                     frames = await asyncio.to_thread(self.frame_sampler, path)
-                except Exception:  # unreadable: the engine reports it as the request's error
+                except Exception:  # unreadable: the engine reports it with the video's own code
                     continue
-                verdict = await asyncio.to_thread(self.frame_checker.check, frames)
+                verdict = await asyncio.to_thread(screen_frames, self.frame_checker, frames, "upload")
                 self._video_verdicts[video_id] = verdict
                 while len(self._video_verdicts) > 4096:
                     self._video_verdicts.popitem(last=False)
@@ -391,7 +436,7 @@ def main(argv: list[str] | None = None) -> int:
         await worker.run()
 
     asyncio.run(run())
-    return 0
+    return 1 if worker.unhealthy else 0
 
 
 if __name__ == "__main__":

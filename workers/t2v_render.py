@@ -21,6 +21,7 @@ from rq.timeouts import JobTimeoutException
 
 from gpt4video.jobs import JobNotFound, JobRecord, JobStatus, JobStore
 from model.safety.base import FrameChecker, SafetyVerdict
+from model.safety.policy import screen_frames
 from model.t2v import InvalidVideoParams, T2VBackend
 from model.video import write_mp4
 
@@ -81,7 +82,7 @@ def _render(ctx: RenderContext, record: JobRecord, rq_job: Job | None) -> dict[s
 
     # 3. Output safety: nothing flagged is ever written where the API serves files.
     path = output_path(ctx.outputs_dir, record.id)
-    verdict = ctx.frame_checker.check(sample_evenly(frames, ctx.safety_sample_frames))
+    verdict = screen_frames(ctx.frame_checker, sample_evenly(frames, ctx.safety_sample_frames), "t2v_output")
     if verdict.flagged:
         path.unlink(missing_ok=True)  # a duplicate run must not leave an earlier copy behind
         error = {"type": "refused", "message": _refusal_message(verdict), "code": "unsafe_output"}

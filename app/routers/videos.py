@@ -9,16 +9,10 @@ from pydantic import ValidationError
 
 from app.deps import JobStoreDep, OwnerDep, RedisDep, SettingsDep
 from app.errors import Unprocessable
-from app.schemas import (
-    VIDEO_ID_PATTERN,
-    ChatMessage,
-    ChatResponse,
-    SamplingFields,
-    VideoGenerationFields,
-    VideoUploadResponse,
-)
+from app.schemas import VIDEO_ID_PATTERN, ChatResponse, SamplingFields, VideoUploadResponse, chat_schemas
 from app.services.chat import ChatContext, build_request, chat
 from app.services.videos import store_upload
+from model.t2v_request import VideoParams
 
 router = APIRouter(prefix="/v1/videos", tags=["videos"])
 
@@ -59,6 +53,7 @@ async def understand_video(request: Request, settings: SettingsDep, redis: Redis
             raise Unprocessable("send either a file or a video_id, not both", "file_and_video_id")
         if form.file_path is None and not re.match(VIDEO_ID_PATTERN, video_id):
             raise Unprocessable("send a 'file' part or a valid 'video_id'", "missing_video")
+        message = chat_schemas(settings).message(role="user", content=prompt, videos=[])
     except ValidationError as exc:
         if form.file_path is not None:
             form.file_path.unlink(missing_ok=True)
@@ -71,6 +66,6 @@ async def understand_video(request: Request, settings: SettingsDep, redis: Redis
     if form.file_path is not None:
         video_id = (await store_upload(form, settings, store, redis, owner)).id
     ctx = ChatContext(settings, redis, job_store, store, owner)
-    messages = [ChatMessage(role="user", content=prompt, videos=[video_id])]
-    llm_request = await build_request(ctx, messages, sampling, stream=False)
-    return await chat(ctx, llm_request, VideoGenerationFields())
+    message = message.model_copy(update={"videos": [video_id]})
+    llm_request = await build_request(ctx, [message], sampling, stream=False)
+    return await chat(ctx, llm_request, VideoParams())

@@ -11,23 +11,24 @@ from functools import cached_property
 import redis.asyncio as aioredis
 from starlette.concurrency import run_in_threadpool
 
-from app.errors import APIError, GatewayTimeout, ServiceUnavailable, Unprocessable
+from app.errors import APIError, Unprocessable
+from app.failures import raise_for_reply
 from app.llm_client import LLMClient
 from app.schemas import (
     AssistantMessage,
-    ChatMessage,
+    ChatMessageFields,
     ChatResponse,
     SafetyInfo,
     SamplingFields,
     Usage,
-    VideoGenerationFields,
     VideoJobRef,
 )
 from app.services.videos import resolve_videos
 from app.uploads import VideoStore
 from gpt4video import llm_protocol as wire
-from gpt4video.jobs import JobStore, VideoParams, enqueue_video_job
+from gpt4video.jobs import JobStore, enqueue_video_job
 from gpt4video.settings import Settings
+from model.t2v_request import VideoParams
 
 
 @dataclass
@@ -43,7 +44,8 @@ class ChatContext:
         return LLMClient(self.redis, self.settings)
 
 
-def _check_messages(messages: list[ChatMessage], settings: Settings) -> None:
+def _check_messages(messages: list[ChatMessageFields]) -> None:
+    """What the schema cannot say: the order of roles and where videos may be."""
     if not any(m.role == "user" for m in messages):
         raise Unprocessable("the conversation needs at least one user message", "no_user_message")
     for i, m in enumerate(messages):
@@ -51,19 +53,12 @@ def _check_messages(messages: list[ChatMessage], settings: Settings) -> None:
             raise Unprocessable(f"messages[{i}]: only user messages may carry videos", "videos_on_non_user")
         if m.role == "system" and i != 0:
             raise Unprocessable(f"messages[{i}]: a system message may only come first", "misplaced_system")
-    if len(messages) > settings.max_messages:
-        raise Unprocessable(f"{len(messages)} messages; at most {settings.max_messages} (MAX_MESSAGES): "
-                            "drop older turns", "conversation_too_long")
-    for i, m in enumerate(messages):
-        if len(m.content) > settings.max_prompt_chars:
-            raise Unprocessable(f"messages[{i}] has {len(m.content)} characters; at most "
-                                f"{settings.max_prompt_chars} (MAX_PROMPT_CHARS)", "message_too_long")
 
 
 async def build_request(
-    ctx: ChatContext, messages: list[ChatMessage], sampling: SamplingFields, stream: bool
+    ctx: ChatContext, messages: list[ChatMessageFields], sampling: SamplingFields, stream: bool
 ) -> wire.LLMRequest:
-    _check_messages(messages, ctx.settings)
+    _check_messages(messages)
     video_ids = [v for m in messages for v in m.videos]
     video_paths = await resolve_videos(video_ids, ctx.store, ctx.redis, ctx.owner)
     return wire.LLMRequest(
@@ -76,20 +71,8 @@ async def build_request(
     )
 
 
-def _raise_for_reply(reply: wire.LLMReply) -> None:
-    if reply.status == "error":
-        if reply.error_code == "video_unreadable":
-            raise Unprocessable(reply.error or "a video could not be read", "video_unreadable")
-        if reply.error_code == "worker_lost":
-            raise GatewayTimeout(reply.error or "the LLM worker was lost", "worker_lost")
-        raise ServiceUnavailable(reply.error or "the model failed", reply.error_code or "engine_error")
-    if reply.status == "expired":
-        raise GatewayTimeout("the request waited too long for an LLM worker; retry", "llm_expired")
-
-
-async def finish_reply(ctx: ChatContext, reply: wire.LLMReply, video: VideoGenerationFields) -> ChatResponse:
-    _raise_for_reply(reply)
-    params = video.to_params()
+async def finish_reply(ctx: ChatContext, reply: wire.LLMReply, params: VideoParams) -> ChatResponse:
+    raise_for_reply(reply)
     jobs = []
     for caption in reply.captions:
         record = await run_in_threadpool(_enqueue, ctx, caption, params)
@@ -114,7 +97,7 @@ def _enqueue(ctx: ChatContext, caption: str, params: VideoParams):
                              result_ttl_s=s.t2v_result_ttl_s)
 
 
-async def chat(ctx: ChatContext, request: wire.LLMRequest, video: VideoGenerationFields) -> ChatResponse:
+async def chat(ctx: ChatContext, request: wire.LLMRequest, video: VideoParams) -> ChatResponse:
     await ctx.llm.submit(request)
     reply = await ctx.llm.wait(request.id, ctx.settings.llm_request_timeout_s)
     return await finish_reply(ctx, reply, video)
@@ -124,7 +107,7 @@ def _sse(event: str, data: str) -> str:
     return f"event: {event}\ndata: {data}\n\n"
 
 
-async def chat_events(ctx: ChatContext, request: wire.LLMRequest, video: VideoGenerationFields) -> AsyncIterator[str]:
+async def chat_events(ctx: ChatContext, request: wire.LLMRequest, video: VideoParams) -> AsyncIterator[str]:
     """Server-sent events: `delta` ({"text"}) while decoding, then `done` (the ChatResponse)
     or `error` (the error envelope). The request is submitted before streaming starts, so
     submission errors are ordinary HTTP errors."""

@@ -9,9 +9,11 @@ from dataclasses import asdict
 import redis.asyncio as aioredis
 
 from app.errors import NotFound, Unprocessable, UnsupportedMedia
+from app.failures import failure_error
 from app.schemas import VideoInfoOut, VideoUploadResponse
 from app.uploads import ReceivedForm, VideoStore
 from gpt4video.settings import Settings
+from model.engine.base import FailureCode
 
 log = logging.getLogger("gpt4video.api")
 
@@ -60,10 +62,16 @@ async def store_upload(form: ReceivedForm, settings: Settings, store: VideoStore
 
 async def resolve_videos(video_ids: list[str], store: VideoStore, redis: aioredis.Redis,
                          owner: str) -> dict[str, str]:
-    """Video id -> absolute path, for videos this caller uploaded; 404 otherwise."""
+    """Video id -> absolute path, for videos this caller uploaded; 404 otherwise, and a
+    storage error when an uploaded video's file is gone (the server's fault)."""
     paths = {}
     for video_id in video_ids:
-        if not store.exists(video_id) or not await redis.sismember(_owners_key(video_id), owner):
+        if not await redis.sismember(_owners_key(video_id), owner):
             raise NotFound(f"no video {video_id}; upload it with POST /v1/videos", "video_not_found")
+        if not store.exists(video_id):
+            log.error("video %s was uploaded but its file %s is missing", video_id, store.path_for(video_id))
+            raise failure_error(FailureCode.VIDEO_MISSING, (
+                f"video {video_id} was uploaded but the server lost its file; upload it again "
+                "with POST /v1/videos"))
         paths[video_id] = str(store.path_for(video_id).resolve())
     return paths

@@ -1,23 +1,31 @@
-"""What the API and workers call: screen a turn, screen captions, and the words to answer with.
+"""What the workers call: screen a turn, screen captions, and the words to answer with.
 
-- `screen_user_turn`: before the LLM is asked. Flagged -> answer `refusal_message(category)`
-  as the assistant reply and generate no video.
-- `screen_captions`: on the captions extracted from a reply. Flagged -> do not enqueue that
-  caption; put `withheld_notice(category)` in the reply instead.
-- `screen_frames`: on an uploaded video's decoded frames, and in the t2v worker before an
-  MP4 is published. An inactive checker (`verdict.active is False`) judged nothing.
+- `screen_user_turn`: before the LLM is asked (llm-worker). Flagged -> answer
+  `refusal_message(category)` as the assistant reply and generate no video.
+- `screen_captions`: on the captions extracted from a reply (llm-worker). Flagged -> do not
+  enqueue that caption; put `withheld_notice(category)` in the reply instead.
+- `screen_frames`: on an uploaded video's decoded frames (llm-worker), and before an MP4 is
+  published (t2v-worker). An inactive checker (`verdict.active is False`) judged nothing.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Protocol
 
 import numpy as np
 
 from model.safety.base import FrameChecker, SafetyVerdict
 from model.safety.categories import get_category
 from model.safety.decision import log_decision
-from model.safety.text import TextModerator
+
+
+class TextChecker(Protocol):
+    """What screening needs of a text moderator (`model.safety.text.TextModerator`)."""
+
+    def check(self, text: str, source: str = "text") -> SafetyVerdict: ...
+
+    def check_many(self, texts: Sequence[str], source: str = "text") -> list[SafetyVerdict]: ...
 
 _SUGGESTIONS: dict[str, str] = {
     "violence_gore": "I'm happy to help with something that doesn't depict harm to people or "
@@ -35,11 +43,11 @@ _SUGGESTIONS: dict[str, str] = {
 }
 
 
-def screen_user_turn(moderator: TextModerator, text: str) -> SafetyVerdict:
+def screen_user_turn(moderator: TextChecker, text: str) -> SafetyVerdict:
     return moderator.check(text, source="user_turn")
 
 
-def screen_captions(moderator: TextModerator, captions: Sequence[str]) -> list[SafetyVerdict]:
+def screen_captions(moderator: TextChecker, captions: Sequence[str]) -> list[SafetyVerdict]:
     return moderator.check_many(list(captions), source="caption")
 
 

@@ -9,13 +9,9 @@ from typing import Any
 
 from model.t2v.errors import InvalidVideoParams
 from model.t2v.profiles import PipelineProfile
+from model.t2v_request import MAX_NEGATIVE_PROMPT_CHARS, MAX_SEED, VideoParams
 
-MAX_SEED = 2**32 - 1
-MAX_NEGATIVE_PROMPT_CHARS = 2000
-REQUEST_KEYS = frozenset({
-    "num_frames", "height", "width", "fps", "num_inference_steps", "guidance_scale",
-    "negative_prompt", "seed",
-})
+REQUEST_KEYS = frozenset(VideoParams.model_fields)
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ import redis
 from rq import Queue
 
 from gpt4video.jobs import T2V_QUEUE
+from model.safety.policy import withheld_notice
 from tests.app.conftest import Service
 
 pytestmark = pytest.mark.slow
@@ -48,7 +49,7 @@ def test_harmful_caption_in_a_reply_is_never_queued(service: Service) -> None:
     assert body["refusal"] is None
     assert body["captions"] == [] and body["videos"] == []
     assert [w["category"] for w in body["withheld"]] == ["violence_gore"]
-    assert "[video withheld]" in body["message"]["content"]
+    assert withheld_notice("violence_gore") in body["message"]["content"]
     assert "stab" not in body["message"]["content"]
     assert _queued(service) == before
 
