@@ -12,8 +12,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -43,6 +41,7 @@ from model.engine.vllm_engine import (  # noqa: E402
 )
 from model.tiny import build_tiny_checkpoint  # noqa: E402
 from tests.media import make_video  # noqa: E402
+from tests.waiting import eventually  # noqa: E402
 
 PROMPTS = (
     "Describe the video.",
@@ -185,16 +184,6 @@ def test_32_concurrent_requests_complete_and_stream(vllm_engine):
     assert vllm_engine.num_unfinished_requests() == 0
 
 
-def _eventually(condition: Callable[[], bool], within_s: float = 30.0) -> bool:
-    """Wait for a condition another thread brings about (not a timing assertion)."""
-    deadline = time.monotonic() + within_s
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
-
-
 def _long_running_request(vllm_engine, max_new_tokens: int = 600) -> GenerationRequest:
     """A prompt whose greedy reply runs long (no early EOS), found by running it."""
     for i, prompt in enumerate(PROMPTS):
@@ -235,7 +224,7 @@ def test_a_cancelled_caller_aborts_its_request(vllm_engine):
 
     asyncio.run(disconnect_on_first_delta())
     # The cancel reaches the engine loop a moment after the caller sees it.
-    assert _eventually(lambda: vllm_engine.num_unfinished_requests() == 0)
+    assert eventually(lambda: vllm_engine.num_unfinished_requests() == 0)
 
 
 def test_abort_of_an_unknown_request_is_false(vllm_engine):

@@ -9,7 +9,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -28,6 +28,7 @@ from model.engine.batching import BatchingEngine
 from model.engine.hf_engine import HFEngine
 from model.safety.base import SafetyVerdict
 from model.safety.policy import withheld_notice
+from tests.waiting import eventually
 from tests.workers.checkers import FlagEverythingChecker
 from workers.llm_worker import LLMWorker, moderate_reply
 
@@ -135,15 +136,6 @@ def test_an_engine_failure_keeps_its_code_on_the_wire() -> None:
     assert (reply.status, reply.error_code) == ("error", FailureCode.CONTEXT_TOO_LONG)
 
 
-def _wait(condition: Callable[[], bool], within_s: float) -> bool:
-    deadline = time.monotonic() + within_s
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
-
-
 def test_a_crashing_moderator_is_answered_at_once_and_acknowledged_once(tiny_model, frame_sampler) -> None:
     conn = redis.Redis.from_url(_redis_url())
     conn.flushdb()
@@ -196,13 +188,13 @@ def test_a_worker_whose_engine_fails_check_health_drops_out_of_readyz(
     thread.start()
     try:
         with TestClient(create_app(settings)) as api:
-            assert _wait(lambda: api.get("/readyz").status_code == 200, 30), api.get("/readyz").text
+            assert eventually(lambda: api.get("/readyz").status_code == 200, 30), api.get("/readyz").text
 
             def device_lost(*args, **kwargs):
                 raise RuntimeError("CUDA error: device-side assert triggered")
 
             model.llm.forward = device_lost  # every forward of the engine now fails
-            assert _wait(lambda: api.get("/readyz").status_code == 503, 5), "the sick worker still counts"
+            assert eventually(lambda: api.get("/readyz").status_code == 503, 5), "the sick worker still counts"
             assert api.get("/readyz").json()["error"]["code"] == "no_llm_worker"
         thread.join(timeout=10)
         assert not thread.is_alive(), "the worker did not exit"
