@@ -4,7 +4,9 @@ One `generate` call runs a batch: prompts are rendered to embeddings (video toke
 spliced in), left-padded, prefilled together, then decoded step by step with the KV
 cache. Each request samples from its own `torch.Generator`, so a request gives the same
 tokens alone or in a batch for the same seed. Decoding stops per request at EOS (the end
-of the assistant turn), a stop string, `max_new_tokens`, or `abort`.
+of the assistant turn), a stop string, `max_new_tokens` (or the end of the model's
+context), or `abort`. A request that cannot be served fails alone with its `FailureCode`;
+running out of memory fails the batch as `engine_overloaded`.
 """
 
 from __future__ import annotations
