@@ -16,6 +16,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[model,dev]'
+	$(BIN)/gpt4video build-base --install
 	touch $(STAMP)
 
 install: $(STAMP)

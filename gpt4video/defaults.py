@@ -38,6 +38,24 @@ def resolve_model_dir(settings: Settings) -> Path:
     return ensure_tiny_checkpoint(settings.data_dir / "models" / "tiny")
 
 
+def bases_dir(settings: Settings) -> Path:
+    """Where named base LLMs are built (`gpt4video build-base`): BASES_DIR, else DATA_DIR/models/bases."""
+    return settings.bases_dir or settings.data_dir / "models" / "bases"
+
+
+def ensure_base_for(checkpoint_dir: Path, settings: Settings) -> Path | None:
+    """Build the named base a checkpoint rests on, once (`make install` already does it);
+    None for a checkpoint that carries its own LLM."""
+    import json
+
+    llm = json.loads((checkpoint_dir / "gpt4video.json").read_text()).get("llm", {})
+    if not llm.get("base"):
+        return None
+    from model.bases import build_base
+
+    return build_base(llm["base"], bases_dir(settings))
+
+
 def ensure_tiny_checkpoint(target: Path) -> Path:
     if (target / "gpt4video.json").is_file():
         return target

@@ -30,6 +30,8 @@ class Settings(BaseSettings):
     # Diffusers pipeline directory for the t2v worker. Empty: a tiny pipeline built
     # under DATA_DIR on first use.
     t2v_model_dir: Path | None = None
+    # Named base LLMs a checkpoint may rest on (`gpt4video build-base`). Empty: DATA_DIR/models/bases.
+    bases_dir: Path | None = None
     # Trained text-moderation head; empty: the one shipped in the package.
     safety_head_path: Path | None = None
     safety_enabled: bool = True

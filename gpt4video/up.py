@@ -33,11 +33,15 @@ def _check_redis(url: str) -> None:
 
 
 def _prepare_models() -> None:
-    from gpt4video.defaults import resolve_model_dir
+    from gpt4video.defaults import ensure_base_for, resolve_model_dir
     from workers.t2v_worker import resolve_model_dir as resolve_t2v_dir
 
     settings = load_settings()
-    log.info("LLM checkpoint: %s", resolve_model_dir(settings))
+    model_dir = resolve_model_dir(settings)
+    log.info("LLM checkpoint: %s", model_dir)
+    base = ensure_base_for(model_dir, settings)  # converted once, before the workers start
+    if base is not None:
+        log.info("base LLM:       %s", base)
     log.info("T2V pipeline:   %s", resolve_t2v_dir(settings))
 
 

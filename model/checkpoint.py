@@ -25,6 +25,7 @@ from typing import Any, TypeVar, get_type_hints
 from safetensors.torch import load_file, save_file
 
 from model.abstractor import AbstractorConfig, VideoAbstractor
+from model.bases import BaseModelError, resolve_base
 from model.llm import (
     LLMConfig,
     LoRASettings,
@@ -42,7 +43,8 @@ log = logging.getLogger(__name__)
 CONFIG_FILE = "gpt4video.json"
 ABSTRACTOR_FILE = "abstractor.safetensors"
 FORMAT = "gpt4video-checkpoint"
-VERSION = 1
+# v2: the prompt is the base LLM's own chat template (v1 had its own USER:/ASSISTANT: markers).
+VERSION = 2
 
 
 class CheckpointError(ValueError):
@@ -109,7 +111,7 @@ def _from_dict(cls: type[T], data: Any, where: str) -> T:
         raise CheckpointError(f"{where}: {exc}") from exc
 
 
-def read_config(directory: Path) -> CheckpointConfig:
+def _read_json(directory: Path) -> tuple[Path, dict]:
     path = Path(directory) / CONFIG_FILE
     if not path.is_file():
         raise CheckpointError(f"{directory} is not a GPT4Video checkpoint: {CONFIG_FILE} is missing")
@@ -117,12 +119,27 @@ def read_config(directory: Path) -> CheckpointConfig:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise CheckpointError(f"{path}: invalid JSON ({exc})") from exc
-    config = _from_dict(CheckpointConfig, data, "checkpoint")
-    if config.format != FORMAT or config.version != VERSION:
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: expected a JSON object")
+    return path, data
+
+
+def read_config(directory: Path) -> CheckpointConfig:
+    path, data = _read_json(directory)
+    if data.get("format") != FORMAT or data.get("version") != VERSION:
         raise CheckpointError(
-            f"{path}: format {config.format!r} v{config.version} is not {FORMAT!r} v{VERSION}"
+            f"{path}: format {data.get('format')!r} v{data.get('version')} is not {FORMAT!r} v{VERSION}"
+            + ("; v1 checkpoints used their own USER:/ASSISTANT: prompt markers, retrain on v2 (the base "
+               "LLM's chat template), or take only their vision tower with `gpt4video train init --vision-from`"
+               if data.get("version") == 1 else "")
         )
-    return config
+    return _from_dict(CheckpointConfig, data, "checkpoint")
+
+
+def read_vision_config(directory: Path) -> VisionConfig:
+    """Only the vision section, from a checkpoint of any version (to reuse its tower)."""
+    path, data = _read_json(directory)
+    return _from_dict(VisionConfig, data.get("vision"), f"{path}: vision")
 
 
 def _resolve(root: Path, rel: str) -> Path:
@@ -130,8 +147,23 @@ def _resolve(root: Path, rel: str) -> Path:
     return p if p.is_absolute() else root / p
 
 
+def llm_directory(root: Path, llm: LLMConfig, bases_dir: Path | None = None) -> Path:
+    """Where the base LLM of a checkpoint lives: its own directory, or a named base's build."""
+    if llm.base is not None:
+        try:
+            return resolve_base(llm.base, llm.base_sha256, bases_dir)
+        except BaseModelError as exc:
+            raise CheckpointError(f"llm.base: {exc}") from exc
+    assert llm.path is not None  # LLMConfig requires one of the two
+    path = _resolve(root, llm.path)
+    if not path.is_dir():
+        raise CheckpointError(f"llm.path: no directory at {path}")
+    return path
+
+
 def load_checkpoint(
-    directory: str | Path, device: str = "cpu", trainable_lora: bool = False, llm_weights: str = "full"
+    directory: str | Path, device: str = "cpu", trainable_lora: bool = False, llm_weights: str = "full",
+    bases_dir: Path | None = None,
 ) -> GPT4VideoModel:
     """Validate and load a checkpoint. Everything comes from local paths.
 
@@ -143,9 +175,9 @@ def load_checkpoint(
         raise ValueError(f"llm_weights must be 'full' or 'embeddings', got {llm_weights!r}")
     root = Path(directory)
     config = read_config(root)
-    for label, rel in (("llm.path", config.llm.path), ("lora.path", config.lora.path)):
-        if not _resolve(root, rel).is_dir():
-            raise CheckpointError(f"{label}: no directory at {_resolve(root, rel)}")
+    llm_dir = llm_directory(root, config.llm, bases_dir)
+    if not _resolve(root, config.lora.path).is_dir():
+        raise CheckpointError(f"lora.path: no directory at {_resolve(root, config.lora.path)}")
     abstractor_file = root / ABSTRACTOR_FILE
     if not abstractor_file.is_file():
         raise CheckpointError(f"{ABSTRACTOR_FILE} is missing from {root}")
@@ -160,13 +192,14 @@ def load_checkpoint(
     abstractor.to(device)
 
     if llm_weights == "embeddings":
-        llm, tokenizer = load_embedding_table(_resolve(root, config.llm.path), config.llm.dtype, device)
+        llm, tokenizer = load_embedding_table(llm_dir, config.llm.dtype, device)
     else:
-        base, tokenizer = load_base_llm(_resolve(root, config.llm.path), config.llm.dtype, device)
+        base, tokenizer = load_base_llm(llm_dir, config.llm.dtype, device)
         llm = load_lora(base, _resolve(root, config.lora.path), trainable=trainable_lora)
     model = GPT4VideoModel(vision, abstractor, llm, tokenizer, config.prompt)
     model.config = config  # type: ignore[assignment]
     model.checkpoint_dir = root  # type: ignore[assignment]
+    model.llm_dir = llm_dir  # type: ignore[assignment]
     model.eval()
     log.info("loaded checkpoint %s (%d video tokens)", root, config.abstractor.num_tokens)
     return model
@@ -199,8 +232,9 @@ def save_checkpoint(
                   str(weights))
         vision_cfg = dataclasses.replace(vision_cfg, weights=str(weights.relative_to(root)))
 
-    llm_dir = _resolve(root, config.llm.path)
-    if save_base_llm:
+    if save_base_llm and config.llm.base is None:  # a named base comes from its registry package
+        assert config.llm.path is not None
+        llm_dir = _resolve(root, config.llm.path)
         base = model.llm.get_base_model()
         base.save_pretrained(llm_dir, state_dict=base_state_dict(model.llm))
         model.tokenizer.save_pretrained(llm_dir)

@@ -22,8 +22,17 @@ DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.
 
 @dataclass(frozen=True)
 class LLMConfig:
-    path: str = "llm"  # transformers model + tokenizer dir (relative to the checkpoint, or absolute)
+    # transformers model + tokenizer dir (relative to the checkpoint, or absolute); unused with `base`
+    path: str | None = "llm"
     dtype: str = "float32"
+    # A named base built from a registry package (`model.bases`), kept frozen and not
+    # stored in the checkpoint; `base_sha256` is its source's hash, checked at load.
+    base: str | None = None
+    base_sha256: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.path is None) == (self.base is None):
+            raise ValueError("llm: give exactly one of `path` (a directory) and `base` (a named base)")
 
 
 @dataclass(frozen=True)

@@ -101,16 +101,13 @@ class GPT4VideoModel(nn.Module):
         add_generation_prompt: bool,
     ) -> SequenceInputs:
         """Video features are `(Nq, D_llm)` each, keyed by the ids the turns reference."""
-        segments = render(turns, self.prompt, add_generation_prompt)
+        # The chat template writes whatever the base needs at the start (BOS included).
+        segments = render(turns, self.prompt, self.tokenizer, add_generation_prompt)
         pieces: list[torch.Tensor] = []
         labels: list[int] = []
         token_ids: list[int] = []
         spans: list[tuple[int, int]] = []
-        bos = self.tokenizer.bos_token_id
-        if bos is not None:
-            token_ids.append(bos)
-            labels.append(IGNORE_INDEX)
-        pending: list[int] = list(token_ids)
+        pending: list[int] = []
 
         def flush() -> None:
             if pending:
@@ -170,18 +167,22 @@ class GPT4VideoModel(nn.Module):
 
     # -- 4. training forward ------------------------------------------------------------
     def loss(self, batch: Batch) -> torch.Tensor:
-        """Mean next-token loss over assistant text tokens only."""
-        out = self.llm(
+        """Mean next-token loss over assistant text tokens only.
+
+        The LM head runs only where a label follows: with a 49k vocabulary it would
+        otherwise cost as much as several decoder layers on every prompt position.
+        """
+        causal_lm = self.llm.get_base_model()  # LoRA layers are injected in place: still applied
+        hidden = causal_lm.model(
             inputs_embeds=batch.inputs_embeds,
             attention_mask=batch.attention_mask,
             position_ids=batch.position_ids,
             use_cache=False,
-        )
-        logits = out.logits[:, :-1, :].float()  # (B, L-1, V)
+        ).last_hidden_state  # (B, L, D)
         targets = batch.labels[:, 1:]  # (B, L-1)
-        return nn.functional.cross_entropy(
-            logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE_INDEX
-        )
+        where = targets != IGNORE_INDEX  # (B, L-1)
+        logits = causal_lm.lm_head(hidden[:, :-1][where]).float()  # (N, V)
+        return nn.functional.cross_entropy(logits, targets[where])
 
     def set_training_mode(
         self, train_abstractor: bool = True, train_lora: bool = True, train_vision: bool = False

@@ -28,9 +28,12 @@ from model.vision import FrameEncoder, VisionConfig, create_clip
 log = logging.getLogger(__name__)
 
 SPECIAL_TOKENS = ["<unk>", "<s>", "</s>", "<pad>"]
+# A ChatML-style template on the tiny tokenizer's own specials: `<s>` opens a turn and
+# `</s>` (EOS) closes it, as `<|im_start|>` / `<|im_end|>` do for SmolLM2.
+CHAT_TEMPLATE = Path(__file__).with_name("tiny_chat_template.jinja")
 
 DEFAULT_CORPUS = [
-    "USER: ASSISTANT: You are GPT4Video, a helpful assistant that understands videos and can create them.",
+    "system user assistant You are GPT4Video, a helpful assistant that understands videos and can create them.",
     "To show a video, write its caption inside <video></video> tags. <video0></video0> <video1></video1>",
     "Describe the video. What happens in the video? What shape is it? What colour is it? How many objects?",
     "a red circle moves to the left. a blue square moves up. a green triangle moves down. a yellow circle stays still.",
@@ -74,9 +77,11 @@ def train_tokenizer(corpus: Sequence[str], vocab_size: int) -> PreTrainedTokeniz
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
     )
     tok.train_from_iterator(list(corpus), trainer=trainer)
-    return PreTrainedTokenizerFast(
+    fast = PreTrainedTokenizerFast(
         tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>"
     )
+    fast.chat_template = CHAT_TEMPLATE.read_text()
+    return fast
 
 
 def tiny_open_clip_config(s: TinySizes) -> dict:

@@ -379,7 +379,7 @@ class LLMWorker:
 
 
 def build_worker(settings: Settings) -> LLMWorker:
-    from gpt4video.defaults import resolve_model_dir
+    from gpt4video.defaults import bases_dir, resolve_model_dir
     from model.checkpoint import load_checkpoint
     from model.engine.factory import build_engine
     from model.safety.from_checkpoint import frame_checker_for_model
@@ -389,7 +389,8 @@ def build_worker(settings: Settings) -> LLMWorker:
     log.info("loading checkpoint %s on %s", model_dir, settings.device)
     # vLLM holds the LLM itself: load only the embedding table beside it.
     llm_weights = "embeddings" if settings.engine == "vllm" else "full"
-    model = load_checkpoint(model_dir, device=settings.device, llm_weights=llm_weights)
+    model = load_checkpoint(model_dir, device=settings.device, llm_weights=llm_weights,
+                            bases_dir=bases_dir(settings))
     engine = build_engine(settings, model, model_dir)
     moderator = None
     refusal_text: Callable[[str], str] = _no_policy_refusal

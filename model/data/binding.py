@@ -35,8 +35,8 @@ def binding_messages(record: ShapesRecord, rng: np.random.Generator) -> list[Mes
     """2-4 rounds drawn from {shape of each object by colour, colour of each by shape}."""
     questions = []
     for obj in record.objects:
-        questions.append(shape_question(record, obj, int(rng.integers(0, 2))))
-        questions.append(colour_question(record, obj, int(rng.integers(0, 2))))
+        questions.append(shape_question(record, obj, rng))
+        questions.append(colour_question(record, obj, rng))
     order = rng.permutation(len(questions))[: int(rng.integers(2, 5))]
     messages: list[Message] = []
     for i, k in enumerate(order):

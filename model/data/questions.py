@@ -12,11 +12,14 @@ from typing import Literal
 
 import numpy as np
 
+from model.data.phrasings import PhrasingSplit, question
 from model.data.shapes import COLOURS, MOTION_PHRASE, MOTIONS, SHAPES, ShapeObject, ShapesRecord
 
 Attribute = Literal["shape", "colour", "motion", "count"]
 ATTRIBUTES: tuple[Attribute, ...] = ("shape", "colour", "motion", "count")
 COUNT_WORDS = {1: "one", 2: "two"}
+# The canonical describe prompts (stage 0's text corpus cycles through them); dialogues
+# draw their wording from the paraphrase families (`model.data.phrasings`).
 DESCRIBE_PROMPTS = (
     "Describe the video.",
     "What happens in the video?",
@@ -30,6 +33,7 @@ class AttributeQuestion:
     question: str
     answer: str
     expected: str  # the one attribute word a correct reply contains ("red", "left", "two", ...)
+    family: str = ""  # the paraphrase family the wording came from
 
 
 @dataclass(frozen=True)
@@ -39,50 +43,56 @@ class ObjectTriple:
     motion: str
 
 
-def _subject(record: ShapesRecord, obj: ShapeObject) -> tuple[str, str]:
-    """How a question names `obj` and how the answer starts, without giving the answer away."""
+def _start(record: ShapesRecord, obj: ShapeObject) -> str:
+    """How the answer names `obj`: "It" alone, "The square" beside another object."""
+    return "It" if len(record.objects) == 1 else f"The {obj.shape}"
+
+
+def shape_question(record: ShapesRecord, obj: ShapeObject, rng: np.random.Generator,
+                   split: PhrasingSplit = "train") -> AttributeQuestion:
+    """Beside another object, the shape is asked by the object's colour (its shape would give it away)."""
+    family, q = question("shape", rng, split, len(record.objects), colour=obj.colour)
     if len(record.objects) == 1:
-        return "the object", "It"
-    return f"the {obj.shape}", f"The {obj.shape}"
+        return AttributeQuestion("shape", q, f"It is a {obj.shape}.", obj.shape, family)
+    return AttributeQuestion("shape", q, f"The {obj.colour} object is a {obj.shape}.", obj.shape, family)
 
 
-def shape_question(record: ShapesRecord, obj: ShapeObject, variant: int = 0) -> AttributeQuestion:
-    if len(record.objects) == 1:
-        q = ("What shape is the object?", "What shape do you see in the video?")[variant % 2]
-        return AttributeQuestion("shape", q, f"It is a {obj.shape}.", obj.shape)
-    q = (f"What shape is the {obj.colour} object?", f"Which shape is {obj.colour}?")[variant % 2]
-    return AttributeQuestion("shape", q, f"The {obj.colour} object is a {obj.shape}.", obj.shape)
+def colour_question(record: ShapesRecord, obj: ShapeObject, rng: np.random.Generator,
+                    split: PhrasingSplit = "train") -> AttributeQuestion:
+    family, q = question("colour", rng, split, len(record.objects), shape=obj.shape)
+    return AttributeQuestion("colour", q, f"{_start(record, obj)} is {obj.colour}.", obj.colour, family)
 
 
-def colour_question(record: ShapesRecord, obj: ShapeObject, variant: int = 0) -> AttributeQuestion:
-    name, start = _subject(record, obj)
-    q = (f"What colour is {name}?", f"Which colour does {name} have?")[variant % 2]
-    return AttributeQuestion("colour", q, f"{start} is {obj.colour}.", obj.colour)
+def motion_question(record: ShapesRecord, obj: ShapeObject, rng: np.random.Generator,
+                    split: PhrasingSplit = "train") -> AttributeQuestion:
+    family, q = question("motion", rng, split, len(record.objects), shape=obj.shape)
+    answer = f"{_start(record, obj)} {MOTION_PHRASE[obj.motion]}."
+    return AttributeQuestion("motion", q, answer, obj.motion, family)
 
 
-def motion_question(record: ShapesRecord, obj: ShapeObject, variant: int = 0) -> AttributeQuestion:
-    name, start = _subject(record, obj)
-    q = (f"How does {name} move?", f"Which way does {name} go?")[variant % 2]
-    return AttributeQuestion("motion", q, f"{start} {MOTION_PHRASE[obj.motion]}.", obj.motion)
-
-
-def count_question(record: ShapesRecord, variant: int = 0) -> AttributeQuestion:
+def count_question(record: ShapesRecord, rng: np.random.Generator, split: PhrasingSplit = "train") -> AttributeQuestion:
     n = len(record.objects)
-    q = ("How many objects are in the video?", "How many shapes can you see?")[variant % 2]
+    family, q = question("count", rng, split)
     a = "There is one object." if n == 1 else f"There are {COUNT_WORDS[n]} objects."
-    return AttributeQuestion("count", q, a, COUNT_WORDS[n])
+    return AttributeQuestion("count", q, a, COUNT_WORDS[n], family)
+
+
+def describe_question(rng: np.random.Generator, split: PhrasingSplit = "train") -> tuple[str, str]:
+    """(family, a request to describe the video)."""
+    return question("describe", rng, split)
 
 
 def attribute_question(
-    record: ShapesRecord, attribute: Attribute, rng: np.random.Generator | None = None
+    record: ShapesRecord, attribute: Attribute, rng: np.random.Generator | None = None,
+    split: PhrasingSplit = "train",
 ) -> AttributeQuestion:
-    """One question about `attribute`; random object and wording with `rng`, else the first."""
-    variant = int(rng.integers(0, 2)) if rng is not None else 0
+    """One question about `attribute` in `split`'s wording; a random object with `rng`, else the first."""
     obj = record.objects[int(rng.integers(0, len(record.objects)))] if rng is not None else record.objects[0]
+    rng = rng if rng is not None else np.random.default_rng(0)
     if attribute == "count":
-        return count_question(record, variant)
+        return count_question(record, rng, split)
     builder = {"shape": shape_question, "colour": colour_question, "motion": motion_question}[attribute]
-    return builder(record, obj, variant)
+    return builder(record, obj, rng, split)
 
 
 # -- scoring ---------------------------------------------------------------------------

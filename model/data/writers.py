@@ -22,7 +22,8 @@ from typing import Protocol
 import httpx
 import numpy as np
 
-from model.data.questions import ATTRIBUTES, DESCRIBE_PROMPTS, attribute_question
+from model.data.phrasings import draw_template, fill, motion_phrase, phrasings, video_request
+from model.data.questions import ATTRIBUTES, attribute_question, describe_question
 from model.data.schema import Message
 from model.data.shapes import (
     MOTION_PHRASE,
@@ -80,17 +81,7 @@ def describe_objects(objects: Sequence[ShapeObject]) -> str:
     return f"{object_names(objects)} where the {mover.shape} {MOTION_PHRASE[mover.motion]}"
 
 
-GENERATION_REQUESTS = (
-    "Show me a video of {what}.",
-    "Can you make a video of {what}?",
-    "Please create a video with {what}.",
-    "Generate a clip of {what}.",
-)
 GENERATION_REPLY = "Here is the video: <video>{caption}</video>"
-
-
-def generation_request(what: str, variant: int) -> str:
-    return GENERATION_REQUESTS[variant % len(GENERATION_REQUESTS)].format(what=what)
 
 
 def tagged(caption: str) -> str:
@@ -108,12 +99,12 @@ class TemplateWriter:
         rounds = int(rng.integers(self.min_rounds, self.max_rounds + 1))
         pairs: list[tuple[str, str]] = []
         if item.record is None:
-            pairs.append((str(rng.choice(DESCRIBE_PROMPTS)), item.caption))
+            pairs.append((describe_question(rng)[1], item.caption))
         else:
             kinds = [*ATTRIBUTES, "describe"]
             for kind in rng.permutation(kinds)[:rounds]:
                 if kind == "describe":
-                    pairs.append((str(rng.choice(DESCRIBE_PROMPTS)), item.caption))
+                    pairs.append((describe_question(rng)[1], item.caption))
                 else:
                     q = attribute_question(item.record, str(kind), rng)  # type: ignore[arg-type]
                     pairs.append((q.question, q.answer))
@@ -135,14 +126,17 @@ class TemplateWriter:
         changed = [o.model_copy(update={"motion": "still"}) for o in objects]
         changed[index] = target.model_copy(update={"motion": motion})
         subject = "it" if len(objects) == 1 else f"the {target.shape}"
-        request = f"Now show me a video where {subject} {MOTION_PHRASE[motion]}."
+        request = f"Now show me a video where {subject} {motion_phrase(motion, rng, 'train', 'clause')}."
         return [Message(role="user", content=request),
                 Message(role="assistant", content=tagged(video_caption(changed)))]
 
     def generation(self, caption: str, rng: np.random.Generator,
                    objects: Sequence[ShapeObject] | None = None) -> list[Message]:
-        what = describe_objects(objects) if objects else caption
-        request = generation_request(what, int(rng.integers(0, len(GENERATION_REQUESTS))))
+        if objects:
+            request = video_request(objects, rng)[1]
+        else:
+            _, template = draw_template(phrasings().requests["object"], rng, "train")
+            request = fill(template, rng, "train", what=caption)
         return [Message(role="user", content=request), Message(role="assistant", content=tagged(caption))]
 
     def multi_video(self, items: Sequence[CaptionItem], rng: np.random.Generator) -> list[Message]:

@@ -142,13 +142,13 @@ class VllmModelFiles:
                 "llm/ and lora/ from there itself): load the model with "
                 "model.checkpoint.load_checkpoint and pass the directory as checkpoint_dir"
             )
+        from model.checkpoint import llm_directory
+
         root = Path(root)
-
-        def resolve(rel: str) -> Path:
-            path = Path(rel)
-            return path if path.is_absolute() else root / path
-
-        return cls(llm_dir=resolve(config.llm.path), lora_dir=resolve(config.lora.path))
+        lora = Path(config.lora.path)
+        # A named base resolves where load_checkpoint found it (its bases directory).
+        llm_dir = getattr(model, "llm_dir", None) or llm_directory(root, config.llm)
+        return cls(llm_dir=Path(llm_dir), lora_dir=lora if lora.is_absolute() else root / lora)
 
 
 def adapter_max_lora_rank(lora_dir: Path) -> int:

@@ -27,16 +27,17 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from model.data.phrasings import PhrasingSplit, video_request
 from model.data.questions import (
     ATTRIBUTES,
     AttributeQuestion,
     answer_is_correct,
     attribute_question,
+    describe_question,
     parse_caption,
     triples_of,
 )
 from model.data.shapes import ShapesRecord, WorldConfig, caption_for, generate_split, read_records, sample_objects
-from model.data.writers import describe_objects, generation_request
 from model.engine.base import Engine, GenerationRequest, GenerationResult, SamplingParams, Turn
 
 log = logging.getLogger(__name__)
@@ -82,23 +83,27 @@ def _ask(request_id: str, question: str, video: str | None, path: str | None, ma
     )
 
 
-def build_requests(records: Sequence[ShapesRecord], root: Path, seed: int, max_new: int = 48) -> list[Scored]:
+def build_requests(records: Sequence[ShapesRecord], root: Path, seed: int, max_new: int = 48,
+                   wording: PhrasingSplit = "test") -> list[Scored]:
+    """Every record's four attribute questions, a describe request and one video request,
+    all in `wording`'s paraphrase families ("test": held out from training)."""
     rng = np.random.default_rng(seed)
     world = WorldConfig()
     scored: list[Scored] = []
     for record in records:
         path = str((root / record.video).resolve())
         for attribute in ATTRIBUTES:
-            q: AttributeQuestion = attribute_question(record, attribute, rng)
+            q: AttributeQuestion = attribute_question(record, attribute, rng, wording)
             scored.append(Scored(_ask(f"{record.id}/{attribute}", q.question, record.id, path, max_new),
                                  attribute, lambda r, q=q: answer_is_correct(r.raw_text, q), len(record.objects)))
         truth = triples_of(record)
-        scored.append(Scored(_ask(f"{record.id}/caption", "Describe the video.", record.id, path, max_new),
+        prompt = describe_question(rng, wording)[1]
+        scored.append(Scored(_ask(f"{record.id}/caption", prompt, record.id, path, max_new),
                              "caption", lambda r, truth=truth: parse_caption(r.raw_text) == truth,
                              len(record.objects)))
         objects = sample_objects(rng, world, world.min_frames)
         wanted = parse_caption(caption_for(objects))
-        request = generation_request(describe_objects(objects), int(rng.integers(0, 4)))
+        request = video_request(objects, rng, wording)[1]
         scored.append(Scored(_ask(f"{record.id}/generation", request, None, None, max_new), "generation",
                              lambda r, wanted=wanted: any(parse_caption(c) == wanted for c in r.captions)))
     return scored
@@ -129,33 +134,7 @@ def run_eval(engine: Engine, scored: Sequence[Scored], batch: int = 32, progress
     return report
 
 
-REFUSAL_MARKER = "can't help with this request"  # model.safety.policy.refusal_message's wording
-
-
-def is_refusal(reply: str) -> bool:
-    return REFUSAL_MARKER in reply.lower().replace("’", "'")
-
-
-def refusal_metrics(engine: Engine, batch: int = 32, limit: int = 200) -> dict[str, float] | None:
-    """Refusal rate on held-out harmful prompts and over-refusal on held-out benign ones."""
-    try:
-        from model.safety.data import load_prompts
-    except ImportError:
-        return None
-    prompts = load_prompts(split="test")
-    groups = {"refusal": [p.text for p in prompts if p.kind == "harmful"][:limit],
-              "over_refusal": [p.text for p in prompts if p.kind != "harmful"][:limit]}
-    rates = {}
-    for name, texts in groups.items():
-        requests = [_ask(f"{name}-{i}", t, None, None, 24) for i, t in enumerate(texts)]
-        replies = []
-        for start in range(0, len(requests), batch):
-            replies.extend(engine.generate(requests[start:start + batch]))
-        rates[name] = float(np.mean([is_refusal(r.raw_text) for r in replies])) if replies else float("nan")
-    return rates
-
-
-def format_table(report: EvalReport, refusals: dict[str, float] | None = None) -> str:
+def format_table(report: EvalReport) -> str:
     lines = [f"{'metric':<14}{'n':>6}{'accuracy':>10}{'1 object':>14}{'2 objects':>14}"]
     for metric in METRICS:
         if metric in report.counts:
@@ -165,8 +144,6 @@ def format_table(report: EvalReport, refusals: dict[str, float] | None = None) -
             lines.append(f"{metric:<14}{report.counts[metric]:>6}{report.accuracy(metric):>10.3f}{cells}")
     rate = report.spurious_tags / max(1, report.understanding_requests)
     lines.append(f"{'spurious_tags':<14}{report.understanding_requests:>6}{rate:>10.3f}")
-    for name, value in (refusals or {}).items():
-        lines.append(f"{name:<14}{'':>6}{value:>10.3f}")
     return "\n".join(lines)
 
 
@@ -178,6 +155,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, default=200, help="videos to evaluate")
     parser.add_argument("--data-seed", type=int, default=0, help="world seed when generating the data")
     parser.add_argument("--seed", type=int, default=0, help="question sampling seed")
+    parser.add_argument("--wording", nargs="+", default=["test", "train"], choices=("train", "test"),
+                        help="paraphrase families to ask in: test (held out from training), train (seen)")
+    parser.add_argument("--chat-limit", type=int, default=200,
+                        help="held-out everyday and harmful prompts each (0: skip the text-only figures)")
+    parser.add_argument("--no-base", action="store_true", help="skip the base model's anchor figures")
+    parser.add_argument("--multi-turn", type=int, default=50, help="three-turn conversations (0: skip)")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--json", type=Path, help="also write the full report here")
     parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
@@ -190,20 +173,37 @@ def main(argv: list[str] | None = None) -> int:
 
     from model.checkpoint import load_checkpoint
     from model.engine.hf_engine import HFEngine
+    from model.eval.chat import chat_metrics, format_chat_table
+    from model.eval.multi_turn import multi_turn_metrics
 
+    progress = not args.no_progress
     with tempfile.TemporaryDirectory() as tmp:
         data = args.data
         if data is None:
             data = Path(tmp)
-            generate_split(data, args.split, args.limit, args.data_seed, WorldConfig(),
-                           progress=not args.no_progress)
+            generate_split(data, args.split, args.limit, args.data_seed, WorldConfig(), progress=progress)
         records = list(read_records(data / f"{args.split}.jsonl"))[: args.limit]
         model = load_checkpoint(args.checkpoint)
         engine = HFEngine(model)
-        report = run_eval(engine, build_requests(records, data, args.seed), args.batch, not args.no_progress)
-        refusals = refusal_metrics(engine, args.batch)
-    print(f"checkpoint: {args.checkpoint}  videos: {len(records)} ({args.split})  wall: {report.wall_s:.1f}s")
-    print(format_table(report, refusals))
+        reports = {wording: run_eval(engine, build_requests(records, data, args.seed, wording=wording),
+                                     args.batch, progress) for wording in args.wording}
+        chat = chat_metrics(engine, model, args.batch, args.chat_limit, progress=progress,
+                            with_base=not args.no_base) if args.chat_limit else {}
+        multi = multi_turn_metrics(engine, records[: args.multi_turn], data, args.seed, args.batch) \
+            if args.multi_turn else {}
+    print(f"checkpoint: {args.checkpoint}  videos: {len(records)} ({args.split})")
+    for wording, report in reports.items():
+        label = "held-out wording (test families)" if wording == "test" else "seen wording (train families)"
+        print(f"\n{label}, wall {report.wall_s:.1f}s")
+        print(format_table(report))
+    if chat:
+        print("\ntext-only prompts (held out), no moderator in front")
+        print(format_chat_table(chat))
+    if multi:
+        print(f"\nmulti-turn ({multi['conversations']} conversations): first question {multi['first_question']:.3f}, "
+              f"video request {multi['video_request']:.3f}, follow-up {multi['follow_up']:.3f}, "
+              f"all three {multi['all_three']:.3f}")
     if args.json:
-        args.json.write_text(json.dumps({**report.as_dict(), "refusals": refusals}, indent=2))
+        args.json.write_text(json.dumps({"wording": {w: r.as_dict() for w, r in reports.items()},
+                                         "chat": chat, "multi_turn": multi}, indent=2))
     return 0

@@ -18,7 +18,7 @@ import torch
 from tqdm import tqdm
 
 from model.data.instructions import read_caption_items, read_conversations
-from model.data.questions import DESCRIBE_PROMPTS
+from model.data.questions import describe_question
 from model.data.schema import Conversation
 from model.engine.base import Turn
 from model.network import GPT4VideoModel
@@ -51,14 +51,15 @@ def load_dialogues(path: Path) -> list[DialogueItem]:
 
 
 def caption_dialogues(captions: Path, video_dir: Path | None = None, seed: int = 0) -> list[DialogueItem]:
-    """Video-caption pairs as one-round dialogues ("Describe the video." -> caption), for stage 1."""
+    """Video-caption pairs as one-round dialogues ("Describe the video." in the train
+    paraphrase families -> caption), for stage 1."""
     captions = Path(captions)
     rng = np.random.default_rng(seed)
     items = read_caption_items(captions, captions.parent, video_dir)
     out = []
     for it in items:
         path = str((captions.parent / it.video).resolve())
-        prompt = DESCRIBE_PROMPTS[int(rng.integers(0, len(DESCRIBE_PROMPTS)))]
+        prompt = describe_question(rng)[1]
         out.append(DialogueItem((Turn("user", prompt, (path,)), Turn("assistant", it.caption))))
     return out
 
@@ -116,7 +117,8 @@ class FeatureStore:
         missing = [p for p in paths if p not in self._features]
         if missing:
             self.preload(missing, progress=False)
-        return torch.stack([self._features[p] for p in paths]).to(self.model.device, torch.float32)
+        # Widen before stacking: CPU autocast (bf16) rejects a float16 `stack`.
+        return torch.stack([self._features[p].float() for p in paths]).to(self.model.device)
 
 
 def all_videos(items: Sequence[DialogueItem]) -> list[str]:

@@ -168,7 +168,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="contrastive steps for the vision tower (0: keep the tower, e.g. with --checkpoint)")
     parser.add_argument("--vision-batch", type=int, default=32)
     parser.add_argument("--vision-lr", type=float, default=1e-3)
-    parser.add_argument("--llm-steps", type=int, default=300)
+    parser.add_argument("--llm-steps", type=int, default=300,
+                        help="LLM steps from scratch (0: vision only, for a checkpoint on a pretrained base)")
     parser.add_argument("--llm-batch", type=int, default=32)
     parser.add_argument("--llm-lr", type=float, default=2e-3)
     parser.add_argument("--grad-accum", type=int, default=1)
@@ -220,22 +221,23 @@ def main(argv: list[str] | None = None) -> int:
         report["vision"] = {"steps": 0}
 
     # -- LLM on the corpus text -------------------------------------------------------------
-    llm_dialogues = grounded_dialogues(args.captions, args.instructions, args.video_dir)
-    val_dialogues = grounded_dialogues(args.val_captions, [], args.video_dir) if args.val_captions else []
-    model.llm.requires_grad_(False)
-    for name, param in model.llm.named_parameters():
-        if "lora_" not in name:
-            param.requires_grad_(True)
-    llm_cfg = TrainConfig(steps=args.llm_steps, batch_size=min(args.llm_batch, len(llm_dialogues)),
-                          grad_accum=args.grad_accum, lr=args.llm_lr,
-                          warmup_steps=min(50, args.llm_steps // 10), eval_every=args.eval_every,
-                          seed=args.seed, progress=progress, weight_decay=0.01)
-    result = train_loop(llm_cfg, GroundedTextLoss(model), llm_dialogues, val_dialogues, save=lambda m, step: None,
-                        state_dir=state_root / "llm", resume=args.resume, desc="stage0 llm")
-    model.llm.requires_grad_(False)
-    reset_lora(model)
-    report["llm"] = {"steps": result.steps, "first_loss": result.first_loss, "last_loss": result.last_loss,
-                     "val_loss": result.val_losses[-1][1], "wall_s": round(result.wall_s, 1)}
+    if args.llm_steps > 0:  # 0: a vision-only run (the LLM is a pretrained base elsewhere)
+        llm_dialogues = grounded_dialogues(args.captions, args.instructions, args.video_dir)
+        val_dialogues = grounded_dialogues(args.val_captions, [], args.video_dir) if args.val_captions else []
+        model.llm.requires_grad_(False)
+        for name, param in model.llm.named_parameters():
+            if "lora_" not in name:
+                param.requires_grad_(True)
+        llm_cfg = TrainConfig(steps=args.llm_steps, batch_size=min(args.llm_batch, len(llm_dialogues)),
+                              grad_accum=args.grad_accum, lr=args.llm_lr,
+                              warmup_steps=min(50, args.llm_steps // 10), eval_every=args.eval_every,
+                              seed=args.seed, progress=progress, weight_decay=0.01)
+        result = train_loop(llm_cfg, GroundedTextLoss(model), llm_dialogues, val_dialogues, save=lambda m, step: None,
+                            state_dir=state_root / "llm", resume=args.resume, desc="stage0 llm")
+        model.llm.requires_grad_(False)
+        reset_lora(model)
+        report["llm"] = {"steps": result.steps, "first_loss": result.first_loss, "last_loss": result.last_loss,
+                         "val_loss": result.val_losses[-1][1], "wall_s": round(result.wall_s, 1)}
 
     report["wall_s"] = round(time.perf_counter() - started, 1)
     save_with_info(model, args.out, "stage0", report)

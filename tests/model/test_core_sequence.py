@@ -17,14 +17,27 @@ def video_features(model: GPT4VideoModel, names: list[str]) -> dict[str, torch.T
     return {n: torch.randn(model.num_video_tokens, dim, generator=gen) for n in names}  # (Nq, D) each
 
 
+# The tiny checkpoint's chat template (model/tiny_chat_template.jinja), written out here
+# independently: `<s>` opens a turn, `</s>` (EOS) closes it.
+ASSISTANT_PREFIX = "<s>assistant\n"
+
+
 def expected_layout(model: GPT4VideoModel, parts: list[tuple[str, str, bool]]) -> tuple[list[int], list[int]]:
     """Token ids and labels the template must produce, written out independently.
 
-    parts: ("text", s, trainable) | ("video", id, False) | ("eos", "", True).
+    parts: ("text", s, trainable) | ("video", id, False) | ("eos", "", True); adjacent
+    untrained text is one run (it is tokenised as one piece of the rendered template).
     """
     tok, nq = model.tokenizer, model.num_video_tokens
-    ids, labels = [tok.bos_token_id], [IGNORE_INDEX]
-    for kind, value, trainable in parts:
+    merged: list[tuple[str, str, bool]] = []
+    for part in parts:
+        if merged and part[0] == "text" and not part[2] and merged[-1][0] == "text" and not merged[-1][2]:
+            merged[-1] = ("text", merged[-1][1] + part[1], False)
+        else:
+            merged.append(part)
+    ids: list[int] = []
+    labels: list[int] = []
+    for kind, value, trainable in merged:
         if kind == "video":
             piece = [VIDEO_TOKEN] * nq
         elif kind == "eos":
@@ -36,20 +49,16 @@ def expected_layout(model: GPT4VideoModel, parts: list[tuple[str, str, bool]]) -
     return ids, labels
 
 
-def system_part(model: GPT4VideoModel) -> tuple[str, str, bool]:
-    return ("text", model.prompt.system + model.prompt.system_suffix, False)
+def system_part(model: GPT4VideoModel, text: str | None = None) -> tuple[str, str, bool]:
+    return ("text", f"<s>system\n{model.prompt.system if text is None else text}</s>\n", False)
 
 
 def user_parts(model: GPT4VideoModel, content: str, videos: tuple[str, ...] = ()) -> list[tuple[str, str, bool]]:
-    p = model.prompt
-    return [("text", p.user_prefix, False), *[("video", v, False) for v in videos],
-            ("text", content + p.user_suffix, False)]
+    return [("text", "<s>user\n", False), *[("video", v, False) for v in videos], ("text", content + "</s>\n", False)]
 
 
 def assistant_parts(model: GPT4VideoModel, content: str) -> list[tuple[str, str, bool]]:
-    p = model.prompt
-    return [("text", p.assistant_prefix, False), ("text", content, True), ("eos", "", True),
-            ("text", p.assistant_suffix, False)]
+    return [("text", ASSISTANT_PREFIX, False), ("text", content, True), ("eos", "", True), ("text", "\n", False)]
 
 
 def assert_embeddings_in_place(model: GPT4VideoModel, seq, feats: dict[str, torch.Tensor], order: list[str]) -> None:
@@ -76,7 +85,7 @@ def test_no_video_conversation(tiny_model) -> None:
         seq = tiny_model.build_sequence(turns, {}, add_generation_prompt=True)
     ids, labels = expected_layout(tiny_model, [
         system_part(tiny_model), *user_parts(tiny_model, "What colour is it?"),
-        ("text", tiny_model.prompt.assistant_prefix, False),
+        ("text", ASSISTANT_PREFIX, False),
     ])
     assert seq.token_ids == ids
     assert seq.labels.tolist() == labels == [IGNORE_INDEX] * len(ids)  # nothing to learn in a prompt
@@ -95,9 +104,8 @@ def test_one_video(tiny_model) -> None:
     ])
     assert seq.token_ids == ids
     assert seq.labels.tolist() == labels
-    prefix = 1 + len(tiny_model.tokenizer.encode(
-        tiny_model.prompt.system + tiny_model.prompt.system_suffix, add_special_tokens=False)) + len(
-        tiny_model.tokenizer.encode(tiny_model.prompt.user_prefix, add_special_tokens=False))
+    prefix = len(tiny_model.tokenizer.encode(
+        f"<s>system\n{tiny_model.prompt.system}</s>\n<s>user\n", add_special_tokens=False))
     assert seq.video_spans == [(prefix, prefix + tiny_model.num_video_tokens)]
     assert_embeddings_in_place(tiny_model, seq, feats, ["v0"])
 
@@ -114,7 +122,7 @@ def test_three_videos_two_in_one_turn_and_one_later(tiny_model) -> None:
     with torch.no_grad():
         seq = tiny_model.build_sequence(turns, feats, add_generation_prompt=False)
     ids, labels = expected_layout(tiny_model, [
-        ("text", "Be brief." + tiny_model.prompt.system_suffix, False),
+        system_part(tiny_model, "Be brief."),
         *user_parts(tiny_model, "Compare these.", ("b", "a")),
         *assistant_parts(tiny_model, "a blue square moves up."),
         *user_parts(tiny_model, "And this one?", ("c",)),
@@ -157,7 +165,7 @@ def test_labels_cover_assistant_text_and_eos_only(tiny_model) -> None:
     # Video positions, the role prefixes and the user turns are never labelled.
     for start, end in seq.video_spans:
         assert set(labels[start:end]) == {IGNORE_INDEX}
-    assistant_prefix = tok.encode(tiny_model.prompt.assistant_prefix, add_special_tokens=False)
+    assistant_prefix = tok.encode(ASSISTANT_PREFIX, add_special_tokens=False)
     for i in range(len(seq.token_ids) - len(assistant_prefix) + 1):
         if seq.token_ids[i:i + len(assistant_prefix)] == assistant_prefix:
             assert set(labels[i:i + len(assistant_prefix)]) == {IGNORE_INDEX}
@@ -170,10 +178,10 @@ def test_generation_prompt_ends_with_assistant_prefix(tiny_model) -> None:
     turns = [Turn("user", "hi"), Turn("assistant", "Here you go."), Turn("user", "again")]
     with torch.no_grad():
         seq = tiny_model.build_sequence(turns, {}, add_generation_prompt=True)
-    prefix = tok.encode(tiny_model.prompt.assistant_prefix, add_special_tokens=False)
+    prefix = tok.encode(ASSISTANT_PREFIX, add_special_tokens=False)
     assert seq.token_ids[-len(prefix):] == prefix
-    # The earlier assistant turn is closed by EOS; the open one is not.
-    assert seq.token_ids.count(tok.eos_token_id) == 1
+    # Every turn is closed by EOS (system, user, assistant, user); the open one is not.
+    assert seq.token_ids.count(tok.eos_token_id) == 4
     embeds = tiny_model.prompt_embeds(turns, {})  # (L, D)
     assert torch.equal(embeds, seq.inputs_embeds)
 

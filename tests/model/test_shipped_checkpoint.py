@@ -1,45 +1,73 @@
-"""The shipped local default (`model/checkpoints/shapes-small`) loads through the server's
-path, answers held-out single-object questions about videos it never saw, and tags the
-videos it is asked for."""
+"""The shipped local default (`model/checkpoints/shapes-small`) on the real base LLM, through the server's path.
+
+It loads the frozen SmolLM2 base that `make install` builds, so it checks what a user
+meets first: an everyday question answered as the base would, held-out videos described
+in held-out wording, and requested videos tagged.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from gpt4video.defaults import SHIPPED_CHECKPOINT
-from model.checkpoint import load_checkpoint
+from model.bases import BaseModelError, resolve_base
+from model.checkpoint import read_config
+from model.data.phrasings import video_request
 from model.data.questions import ATTRIBUTES, ObjectTriple, answer_is_correct, attribute_question, parse_caption
 from model.data.shapes import ShapeObject, WorldConfig, generate_split, read_records
-from model.data.writers import GENERATION_REQUESTS, describe_objects, generation_request
 from model.engine.base import GenerationRequest, SamplingParams, Turn
-from model.engine.hf_engine import HFEngine
-from model.tags import parse_reply
+from model.eval.chat import is_refusal
 
-# Held-out videos of the world the checkpoint was trained on (its seed and size), drawn
-# from a split name training never generates, single-object (where it is at ~0.98+).
+
+def _shipped_base_ready() -> bool:
+    try:
+        base = read_config(SHIPPED_CHECKPOINT).llm
+        return base.base is not None and resolve_base(base.base, base.base_sha256) is not None
+    except (BaseModelError, ValueError, FileNotFoundError):
+        return False
+
+
+pytestmark = pytest.mark.skipif(not _shipped_base_ready(),
+                                reason="no shipped checkpoint on a built base (`make install` builds the base)")
+
+# Held-out videos of the trained world, from a seed training never used; single-object.
 WORLD = WorldConfig(two_object_prob=0.0)
 
 
-@pytest.mark.skipif(not (SHIPPED_CHECKPOINT / "gpt4video.json").is_file(), reason="no shipped checkpoint")
-def test_shipped_checkpoint_answers_attribute_questions(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def engine():
+    from model.checkpoint import load_checkpoint
+    from model.engine.hf_engine import HFEngine
+
+    return HFEngine(load_checkpoint(SHIPPED_CHECKPOINT))
+
+
+def _ask(engine, turns: tuple[Turn, ...], paths: dict[str, str] | None = None, max_new: int = 48) -> str:
+    request = GenerationRequest("t", turns, SamplingParams(max_new_tokens=max_new, temperature=0.0), paths or {})
+    return engine.generate([request])[0].raw_text
+
+
+def test_everyday_question_gets_the_base_models_answer(engine) -> None:
+    reply = _ask(engine, (Turn("user", "What is the capital of France?"),))
+    assert "Paris" in reply and "<video" not in reply, reply
+    greeting = _ask(engine, (Turn("user", "Hi"),))
+    assert "<video" not in greeting and not is_refusal(greeting), greeting
+
+
+def test_held_out_videos_in_held_out_wording(engine, tmp_path: Path) -> None:
     generate_split(tmp_path, "test", 4, seed=12345, cfg=WORLD, progress=False)
-    records = list(read_records(tmp_path / "test.jsonl"))
-    engine = HFEngine(load_checkpoint(SHIPPED_CHECKPOINT))
-    questions, requests = [], []
-    for record in records:
+    rng = np.random.default_rng(7)
+    wrong = []
+    for record in read_records(tmp_path / "test.jsonl"):
         for attribute in ATTRIBUTES:
-            q = attribute_question(record, attribute)
-            questions.append(q)
-            requests.append(GenerationRequest(
-                f"{record.id}/{attribute}", (Turn("user", q.question, ("v",)),),
-                SamplingParams(max_new_tokens=24, temperature=0.0),
-                video_paths={"v": str(tmp_path / record.video)}))
-    results = engine.generate(requests)
-    wrong = [(q.question, r.raw_text) for q, r in zip(questions, results, strict=True)
-             if not answer_is_correct(r.raw_text, q)]
-    # 16 questions; allow one miss (held-out accuracy is below 1.0), not a broken checkpoint.
+            q = attribute_question(record, attribute, rng, "test")
+            reply = _ask(engine, (Turn("user", q.question, ("v",)),), {"v": str(tmp_path / record.video)}, 24)
+            if not answer_is_correct(reply, q):
+                wrong.append((q.question, reply))
+    # 16 questions; one miss is within held-out accuracy, more is a broken checkpoint.
     assert len(wrong) <= 1, wrong
 
 
@@ -49,21 +77,19 @@ def _object(shape: str, colour: str, motion: str) -> ShapeObject:
                        start=(32.0, 32.0), end=(32.0, 32.0))
 
 
-@pytest.mark.skipif(not (SHIPPED_CHECKPOINT / "gpt4video.json").is_file(), reason="no shipped checkpoint")
-def test_shipped_checkpoint_tags_the_requested_video() -> None:
-    """Each request template, the README's walk-through request among them, gets a tag whose
-    caption names exactly the requested objects."""
-    asked = [[_object("circle", "red", "left")],
+def test_requested_videos_are_tagged(engine) -> None:
+    from model.tags import parse_reply
+
+    rng = np.random.default_rng(3)
+    asked = [[_object("circle", "red", "left")], [_object("square", "blue", "up")],
              [_object("square", "blue", "up"), _object("triangle", "yellow", "still")]]
-    requests, expected = [], []
-    for i, objects in enumerate(asked):
-        for variant in range(len(GENERATION_REQUESTS)):
-            text = generation_request(describe_objects(objects), variant)
-            requests.append(GenerationRequest(f"gen-{i}-{variant}", (Turn("user", text),),
-                                              SamplingParams(max_new_tokens=48, temperature=0.0)))
-            expected.append((text, frozenset(ObjectTriple(o.colour, o.shape, o.motion) for o in objects)))
-    assert expected[0][0] == "Show me a video of a red circle that moves to the left."  # README, Walk-through
-    results = HFEngine(load_checkpoint(SHIPPED_CHECKPOINT)).generate(requests)
-    for (text, objects), result in zip(expected, results, strict=True):
-        captions = parse_reply(result.raw_text).captions
-        assert len(captions) == 1 and parse_caption(captions[0]) == objects, (text, result.raw_text)
+    texts = ["Show me a video of a red circle moving to the left."]  # README, Walk-through
+    wanted = [frozenset({ObjectTriple("red", "circle", "left")})]
+    for objects in asked:
+        for split in ("train", "test"):
+            texts.append(video_request(objects, rng, split)[1])
+            wanted.append(frozenset(ObjectTriple(o.colour, o.shape, o.motion) for o in objects))
+    for text, objects in zip(texts, wanted, strict=True):
+        reply = _ask(engine, (Turn("user", text),))
+        captions = parse_reply(reply).captions
+        assert len(captions) == 1 and parse_caption(captions[0]) == objects, (text, reply)

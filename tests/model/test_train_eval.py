@@ -63,11 +63,21 @@ def test_eval_runs_through_the_hf_engine(tiny_checkpoint_dir: Path, test_split: 
                                          capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "report.json"
     assert shapes_eval.main(["--checkpoint", str(tiny_checkpoint_dir), "--data", str(test_split),
-                             "--limit", "2", "--json", str(out), "--no-progress"]) == 0
+                             "--limit", "2", "--json", str(out), "--no-progress", "--chat-limit", "3",
+                             "--multi-turn", "2"]) == 0
     table = capsys.readouterr().out
     for metric in shapes_eval.METRICS:
         assert metric in table
-    report = json.loads(out.read_text())
+    assert "held-out wording" in table and "seen wording" in table and "multi-turn" in table
+    full = json.loads(out.read_text())
+    # Text-only figures for the served model and for the base (adapter disabled).
+    for who in ("model", "base"):
+        for group in ("everyday", "harmful"):
+            figures = full["chat"][who][group]
+            assert figures["prompts"] == 3 and 0.0 <= figures["refused"] <= 1.0
+    assert full["multi_turn"]["conversations"] == 2 and len(full["multi_turn"]["example"]["turns"]) == 6
+    assert set(full["wording"]) == {"test", "train"}
+    report = full["wording"]["test"]
     assert report["counts"] == {m: 2 for m in shapes_eval.METRICS}
     assert all(0.0 <= v <= 1.0 for v in report["accuracy"].values())
     # The per-object-count split adds up to the totals, and generation (no video) has none.

@@ -1,0 +1,120 @@
+"""`gpt4video data chat`: everyday dialogues answered by the frozen base LLM itself (self-distillation).
+
+Stage 2 mixes these into the video dialogues so the LoRA keeps the base's general
+chatting: the targets are what the base already says under the checkpoint's own system
+prompt and chat template, so learning them costs the base nothing. Prompts come from
+the project's everyday set (`everyday_prompts.jsonl`) and from the moderation prompt
+set's benign and look-alike requests ("how do I kill a stuck process?"), each of its
+`--split` only. Answers are generated greedily through `HFEngine` with the adapter
+disabled; an answer cut off by the token cap is trimmed to its last full sentence, and
+answers that carry a video tag are dropped (nobody asked for a video).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm import tqdm
+
+from model.data.instructions import write_jsonl
+from model.data.schema import Conversation, Message
+from model.engine.base import GenerationRequest, SamplingParams, Turn
+
+log = logging.getLogger(__name__)
+
+EVERYDAY_PATH = Path(__file__).with_name("everyday_prompts.jsonl")
+
+
+@dataclass(frozen=True)
+class ChatPrompt:
+    text: str
+    origin: str  # "everyday:<topic>" or "safety:<kind>"
+
+
+def everyday_prompts(split: str, path: Path = EVERYDAY_PATH) -> list[ChatPrompt]:
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [ChatPrompt(r["text"], f"everyday:{r['topic']}") for r in rows if r["split"] == split]
+
+
+def safety_requests(split: str) -> list[ChatPrompt]:
+    """Benign and look-alike *requests* of the moderation set (caption-style ones ask for videos)."""
+    from model.safety.data import load_prompts
+    from model.safety.refusal_data import LOOKALIKE_ANSWERS
+
+    return [ChatPrompt(p.text, f"safety:{p.kind}") for p in load_prompts(split=split)  # type: ignore[arg-type]
+            if p.kind != "harmful" and p.style == "request" and p.text not in LOOKALIKE_ANSWERS]
+
+
+_SENTENCE_END = re.compile(r"[.!?](?=\s|$)|\n")
+
+
+def trim_to_sentence(text: str, min_chars: int = 20) -> str | None:
+    """The text up to its last sentence end; None when that leaves too little."""
+    ends = [m.end() for m in _SENTENCE_END.finditer(text)]
+    trimmed = text[: ends[-1]].strip() if ends else ""
+    return trimmed if len(trimmed) >= min_chars else None
+
+
+def distill(model, prompts: Sequence[ChatPrompt], max_new_tokens: int, batch: int,
+            progress: bool = True) -> tuple[list[Conversation], dict[str, int]]:
+    """Base-model answers for `prompts` as conversations; counts of what was kept and dropped."""
+    from model.engine.hf_engine import HFEngine
+
+    engine = HFEngine(model)
+    sampling = SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0, seed=0)
+    conversations: list[Conversation] = []
+    counts = {"kept": 0, "trimmed": 0, "dropped_tag": 0, "dropped_short": 0}
+    with model.llm.disable_adapter():
+        for start in tqdm(range(0, len(prompts), batch), desc="base answers", disable=not progress):
+            chunk = prompts[start:start + batch]
+            requests = [GenerationRequest(f"chat-{start + i}", (Turn("user", p.text),), sampling)
+                        for i, p in enumerate(chunk)]
+            for prompt, result in zip(chunk, engine.generate(requests), strict=True):
+                if result.captions or "<video" in result.raw_text:
+                    counts["dropped_tag"] += 1
+                    continue
+                answer: str | None = result.raw_text.strip()
+                if result.finish_reason == "length":
+                    answer = trim_to_sentence(answer or "")
+                    counts["trimmed"] += answer is not None
+                if not answer:
+                    counts["dropped_short"] += 1
+                    continue
+                counts["kept"] += 1
+                conversations.append(Conversation(
+                    id=f"chat-{len(conversations):06d}", source="chat",
+                    messages=[Message(role="user", content=prompt.text), Message(role="assistant", content=answer)]))
+    return conversations, counts
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="gpt4video data chat", description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", type=Path, required=True,
+                        help="a checkpoint on the base LLM (its system prompt and template are used; LoRA off)")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--split", default="train", choices=("train", "test"))
+    parser.add_argument("--limit", type=int, help="at most this many prompts (everyday ones first)")
+    parser.add_argument("--max-new-tokens", type=int, default=96)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--threads", type=int, help="CPU threads for torch")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    from model.checkpoint import load_checkpoint
+
+    prompts = [*everyday_prompts(args.split), *safety_requests(args.split)][: args.limit]
+    model = load_checkpoint(args.checkpoint)
+    conversations, counts = distill(model, prompts, args.max_new_tokens, args.batch, not args.no_progress)
+    write_jsonl(iter(conversations), args.out)
+    print(f"{len(conversations)} chat dialogues from {len(prompts)} prompts -> {args.out} "
+          + ", ".join(f"{k}={v}" for k, v in counts.items()))
+    return 0
