@@ -22,6 +22,16 @@ are dense relative to the keyframe interval and all-intra files with few frames 
 sequentially, and long videos seek. A seek that fails or lands after its target (a
 container that cannot seek, a wrong index) falls back to sequential reading.
 
+Two modes (`SamplingOptions.mode`):
+- exact (default): the frame on screen at each target, as above;
+- keyframe: a target takes its nearest keyframe when one lies within the tolerance
+  (`model.video.keyframes`), which decodes one frame instead of a GOP; the other targets
+  are read exactly. Needs the keyframe positions from the container index; without
+  them every target is read exactly.
+Decoding uses FFmpeg's decoder threads (`thread_type="AUTO"`, `SamplingOptions.threads`);
+frames are scaled and converted to RGB by libswscale (`VideoFrame.to_ndarray` with a size),
+only for the frames chosen.
+
 Every strategy stops with `VideoTooLong` once it has decoded `limits.max_decoded_frames`.
 """
 
@@ -41,7 +51,8 @@ from av.video.frame import VideoFrame
 from av.video.stream import VideoStream
 
 from model.video.container import ffmpeg_errors, open_input, video_stream
-from model.video.errors import VideoTooLong, ZeroFrames
+from model.video.errors import CorruptVideo, VideoTooLong, ZeroFrames
+from model.video.keyframes import decode_keyframe, snap_to_keyframes, tolerance_ticks
 from model.video.metadata import VideoInfo, VideoLimits
 from model.video.probe import StreamTiming, describe_stream
 
@@ -49,6 +60,7 @@ logger = logging.getLogger(__name__)
 
 Size = int | tuple[int, int] | None
 Strategy = Literal["auto", "seek", "sequential"]
+SamplingMode = Literal["exact", "keyframe"]
 
 # A seek flushes the decoder and re-syncs the demuxer: about the work of a few frames.
 SEEK_COST_FRAMES = 8
@@ -57,6 +69,43 @@ SEEK_COST_FRAMES = 8
 ASSUMED_KEYFRAME_INTERVAL_S = 10.0
 # How many times a seek that landed after its target is retried from further back.
 _SEEK_RETRIES = 2
+
+
+@dataclass(frozen=True)
+class SamplingOptions:
+    """How frames are chosen and decoded; the same options give the same frames."""
+
+    # "exact": the frame on screen at each target. "keyframe": the nearest keyframe
+    # when it lies within `keyframe_tolerance_s` (and half a segment), else exact.
+    mode: SamplingMode = "exact"
+    # 1 s: within one GOP of a camera-like file (keyframes every 1-4 s, so half the gap).
+    keyframe_tolerance_s: float = 1.0
+    # Decoder threads: 0 lets FFmpeg pick (one per core), 1 decodes in the calling thread.
+    threads: int = 0
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("exact", "keyframe"):
+            raise ValueError(f"sampling mode must be 'exact' or 'keyframe', got {self.mode!r}")
+        if self.keyframe_tolerance_s < 0:
+            raise ValueError(f"keyframe_tolerance_s must be >= 0, got {self.keyframe_tolerance_s}")
+        if self.threads < 0:
+            raise ValueError(f"threads must be >= 0 (0: FFmpeg's choice), got {self.threads}")
+
+    def key(self) -> str:
+        """What changes which frames come out (for feature cache keys); threads do not."""
+        return self.mode if self.mode == "exact" else f"keyframe:{self.keyframe_tolerance_s:g}"
+
+
+@dataclass(frozen=True)
+class SampledFrames:
+    """The frames and where they came from (seconds on the stream's clock)."""
+
+    frames: np.ndarray  # (n, H, W, 3) uint8 RGB
+    timestamps_s: tuple[float, ...]  # pts of each returned frame
+    targets_s: tuple[float, ...]  # the uniform target each frame stands for
+
+    def mean_error_s(self) -> float:
+        return float(np.mean([abs(a - b) for a, b in zip(self.timestamps_s, self.targets_s, strict=True)]))
 
 
 @dataclass(frozen=True)
@@ -77,30 +126,54 @@ def sample_frames(
     limits: VideoLimits = VideoLimits(),
     *,
     strategy: Strategy = "auto",
+    options: SamplingOptions = SamplingOptions(),
 ) -> np.ndarray:
     """Return (n, H, W, 3) uint8 RGB frames spread uniformly over the video at `path`.
 
     size: an int gives size x size (squashed, what the vision tower takes); a tuple is
     (height, width); None keeps the stream's native size. strategy: "auto" picks seeking
     or sequential reading by estimated cost (see the module doc); "seek"/"sequential"
-    force one (tests and benchmarks compare them). Raises the typed `VideoError`s of
-    `probe`, plus `ZeroFrames` when nothing decodes and `VideoTooLong` when more than
+    force one (tests and benchmarks compare them). options: the mode (exact or
+    keyframe) and decoder threads. Raises the typed `VideoError`s of `probe`, plus
+    `ZeroFrames` when nothing decodes and `VideoTooLong` when more than
     `limits.max_decoded_frames` frames would have to be decoded.
     """
+    return read_frames(path, n, size, limits, strategy=strategy, options=options).frames
+
+
+def read_frames(
+    path: str | Path,
+    n: int,
+    size: Size = None,
+    limits: VideoLimits = VideoLimits(),
+    *,
+    strategy: Strategy = "auto",
+    options: SamplingOptions = SamplingOptions(),
+) -> SampledFrames:
+    """`sample_frames` with the timestamps of the frames it chose and of their targets."""
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
     if strategy not in ("auto", "seek", "sequential"):
         raise ValueError(f"strategy must be 'auto', 'seek' or 'sequential', got {strategy!r}")
     out_size = _output_size(size)
     with open_input(path) as container:
-        stream = video_stream(container, path)
+        stream = _decoding_stream(container, path, options)
         info, timing = describe_stream(container, stream, path, limits)
         if not timing.container_consumed:
-            return _sample_open(container, stream, info, timing, n, out_size, limits, strategy, path)
+            return _sample_open(container, stream, info, timing, n, out_size, limits, strategy, options, path)
     # Finding the duration read the file to its end; start again from a fresh handle.
     with open_input(path) as container:
-        stream = video_stream(container, path)
-        return _sample_open(container, stream, info, timing, n, out_size, limits, strategy, path)
+        stream = _decoding_stream(container, path, options)
+        return _sample_open(container, stream, info, timing, n, out_size, limits, strategy, options, path)
+
+
+def _decoding_stream(container: InputContainer, path: str | Path, options: SamplingOptions) -> VideoStream:
+    """The video track, with decoder threads set before its decoder opens."""
+    stream = video_stream(container, path)
+    if options.threads != 1:
+        stream.thread_type = "AUTO"  # frame and slice threads, whichever the codec offers
+        stream.thread_count = options.threads
+    return stream
 
 
 def plan_sampling(
@@ -111,7 +184,23 @@ def plan_sampling(
     strategy: Strategy = "auto",
 ) -> SamplingPlan:
     """Targets for n frames and the cheaper way to reach them (see the module doc)."""
-    targets = tuple(timing.start_pts + ((2 * i + 1) * timing.duration_pts) // (2 * n) for i in range(n))
+    return plan_targets(uniform_targets(timing, n), timing, fps, keyframes_pts, strategy)
+
+
+def uniform_targets(timing: StreamTiming, n: int) -> tuple[int, ...]:
+    """The middle of each of n equal segments of the duration, in stream ticks."""
+    return tuple(timing.start_pts + ((2 * i + 1) * timing.duration_pts) // (2 * n) for i in range(n))
+
+
+def plan_targets(
+    targets: tuple[int, ...],
+    timing: StreamTiming,
+    fps: float,
+    keyframes_pts: list[int] | None,
+    strategy: Strategy = "auto",
+) -> SamplingPlan:
+    """The cheaper way to reach ascending `targets` (see the module doc)."""
+    n = len(targets)
     frames_per_tick = float(timing.time_base) * max(fps, 1e-9)
     interval_ticks = max(1, round(ASSUMED_KEYFRAME_INTERVAL_S / float(timing.time_base)))
 
@@ -156,32 +245,88 @@ def _sample_open(
     out_size: tuple[int, int] | None,
     limits: VideoLimits,
     strategy: Strategy,
+    options: SamplingOptions,
     path: str | Path,
-) -> np.ndarray:
+) -> SampledFrames:
     height, width = out_size or (info.height, info.width)
     with ffmpeg_errors(path, "reading the index"):
         keyframes = keyframe_timestamps(stream)
-    plan = plan_sampling(timing, info.fps, keyframes, n, strategy)
+    targets = uniform_targets(timing, n)
+    out = np.empty((n, height, width, 3), dtype=np.uint8)  # (n, H, W, 3)
+    chosen: list[int | None] = [None] * n  # pts of the frame in out[i]
+    budget = _DecodeBudget(limits.max_decoded_frames, path)
+    snapped: tuple[int | None, ...] = (None,) * n
+    if options.mode == "keyframe" and keyframes:
+        segment = timing.duration_pts / n
+        tolerance = tolerance_ticks(options.keyframe_tolerance_s, segment, float(timing.time_base))
+        snapped = snap_to_keyframes(targets, keyframes, tolerance)
+    elif options.mode == "keyframe":
+        logger.debug("%s: the index lists no keyframes; sampling exactly", Path(path).name)
+    exact = [i for i, k in enumerate(snapped) if k is None]
+    if exact:  # first, while the decoder stands at the start of the file
+        sub = [targets[i] for i in exact]
+        frames, pts = _read_exact(container, stream, info, timing, sub, keyframes, strategy, options, budget,
+                                  path, out)
+        for j, i in enumerate(exact):
+            out[i], chosen[i] = frames[j], pts[j]
+    for i, keyframe in enumerate(snapped):
+        if keyframe is None:
+            continue
+        if i > 0 and snapped[i - 1] == keyframe:  # several targets on one keyframe
+            out[i], chosen[i] = out[i - 1], chosen[i - 1]
+            continue
+        got = decode_keyframe(container, stream, keyframe, path)
+        if got is None:  # a wrong index: this one target the exact way, on a fresh handle
+            logger.debug("%s: no keyframe at pts %d; reading its target exactly", Path(path).name, keyframe)
+            with open_input(path) as fresh:
+                frames, pts = _read_exact(fresh, _decoding_stream(fresh, path, options), info, timing,
+                                          [targets[i]], keyframes, "auto", options, budget, path, out)
+            out[i], chosen[i] = frames[0], pts[0]
+            continue
+        budget.spend()
+        chosen[i] = got[0]
+        out[i] = _to_rgb(got[1], height, width, path)  # (H, W, 3)
+    seconds = float(timing.time_base)
+    return SampledFrames(out, tuple(float(p or 0) * seconds for p in chosen), tuple(t * seconds for t in targets))
+
+
+def _read_exact(
+    container: InputContainer,
+    stream: VideoStream,
+    info: VideoInfo,
+    timing: StreamTiming,
+    targets: list[int],
+    keyframes: list[int] | None,
+    strategy: Strategy,
+    options: SamplingOptions,
+    budget: _DecodeBudget,
+    path: str | Path,
+    like: np.ndarray,
+) -> tuple[np.ndarray, list[int]]:
+    """The frame on screen at each of ascending `targets`: (len, H, W, 3) and their pts."""
+    plan = plan_targets(tuple(targets), timing, info.fps, keyframes, strategy)
     logger.debug(
         "sampling %d frames of %s by %s (estimated decodes: sequential %.0f, seek %.0f)",
-        n,
+        len(targets),
         Path(path).name,
         plan.strategy,
         plan.sequential_cost,
         plan.seek_cost,
     )
-    budget = _DecodeBudget(limits.max_decoded_frames, path)
-    cursor = _FrameCursor(container, stream, timing, info.fps, budget, path)
-    out = np.empty((n, height, width, 3), dtype=np.uint8)  # (n, H, W, 3)
-    if _read_plan(cursor, plan, keyframes, timing, out, path):
-        return out
+    out = np.empty((len(targets), *like.shape[1:]), dtype=np.uint8)  # (k, H, W, 3)
+    cursor = _FrameCursor(container, stream, timing, info.fps, budget, path, _index_end(stream, options))
+    pts = _read_plan(cursor, plan, keyframes, timing, out, path)
+    if pts is not None:
+        return out, pts
     # A seek failed or overshot: this container has to be read front to back.
     logger.warning("seeking in %s was unreliable; reading it sequentially", Path(path).name)
-    sequential = SamplingPlan(plan.targets_pts, (False,) * n, "sequential", 0.0, 0.0)
+    sequential = SamplingPlan(plan.targets_pts, (False,) * len(targets), "sequential", 0.0, 0.0)
     with open_input(path) as fresh:
-        cursor = _FrameCursor(fresh, video_stream(fresh, path), timing, info.fps, budget, path)
-        _read_plan(cursor, sequential, keyframes, timing, out, path)
-    return out
+        threaded = _decoding_stream(fresh, path, options)
+        cursor = _FrameCursor(fresh, threaded, timing, info.fps, budget, path, _index_end(threaded, options))
+        pts = _read_plan(cursor, sequential, keyframes, timing, out, path)
+    assert pts is not None  # a sequential plan never seeks
+    return out, pts
 
 
 def _read_plan(
@@ -191,26 +336,47 @@ def _read_plan(
     timing: StreamTiming,
     out: np.ndarray,
     path: str | Path,
-) -> bool:
-    """Fill `out` (n, H, W, 3) with the frame on screen at each target.
+) -> list[int] | None:
+    """Fill `out` (n, H, W, 3) with the frame on screen at each target; their pts.
 
-    Returns False when a seek failed or overshot (`out` is then partly filled).
+    Returns None when a seek failed or overshot (`out` is then partly filled).
     Each distinct frame is converted to RGB once, as soon as it is chosen, so only a
     few decoded frames are alive at a time, whatever n is.
     """
     height, width = out.shape[1:3]
     last: VideoFrame | None = None
+    chosen: list[int] = []
     for i, (target, seek) in enumerate(zip(plan.targets_pts, plan.seek_before, strict=True)):
         if seek and not _seek_to(cursor, target, keyframes, timing):
-            return False
-        frame = cursor.frame_at(target)
+            return None
+        pts, frame = cursor.frame_at(target)
+        chosen.append(pts)
         if frame is last:
             out[i] = out[i - 1]  # fewer frames than targets: repeat the neighbour
             continue
-        with ffmpeg_errors(path, "converting a frame to RGB"):
-            out[i] = frame.to_ndarray(format="rgb24", width=width, height=height, interpolation="BILINEAR")  # (H, W, 3)
+        out[i] = _to_rgb(frame, height, width, path)  # (H, W, 3)
         last = frame
-    return True
+    return chosen
+
+
+def _to_rgb(frame: VideoFrame, height: int, width: int, path: str | Path) -> np.ndarray:
+    """Scale and convert in libswscale (one pass), not in numpy: (H, W, 3) uint8."""
+    with ffmpeg_errors(path, "converting a frame to RGB"):
+        return frame.to_ndarray(format="rgb24", width=width, height=height, interpolation="BILINEAR")
+
+
+def _index_end(stream: VideoStream, options: SamplingOptions) -> int | None:
+    """The last timestamp the index lists, when frame threads could hide a decode error.
+
+    FFmpeg's frame-threaded decoder reports a damaged packet by producing no frame, not
+    by an error (a truncated MP4 decodes 22 of its 48 indexed frames and then "ends"),
+    so a threaded read that ends well before this is a corrupt file. None: decoding in
+    the calling thread (errors surface themselves) or an index that lists nothing.
+    """
+    if options.threads == 1:
+        return None
+    stamps = [entry.timestamp for entry in stream.index_entries]
+    return max(stamps) if stamps else None
 
 
 def _seek_to(cursor: _FrameCursor, target: int, keyframes: list[int] | None, timing: StreamTiming) -> bool:
@@ -256,8 +422,11 @@ class _FrameCursor:
         fps: float,
         budget: _DecodeBudget,
         path: str | Path,
+        index_end_pts: int | None = None,
     ) -> None:
         self.container, self.stream, self.budget, self.path = container, stream, budget, path
+        self.index_end_pts = index_end_pts  # see _index_end
+        self.last_pts: int | None = None  # of the latest decoded frame
         self.step_ticks = max(1, round(1 / (fps * float(timing.time_base)))) if fps > 0 else 1
         self.fallback_pts = timing.start_pts
         self.frames = self._decode()
@@ -273,10 +442,11 @@ class _FrameCursor:
             logger.debug("seek to pts %d failed", pts, exc_info=True)
             return None
         self.frames = self._decode()
-        self.current, self.ahead, self.primed = None, self._next(), True
+        # Nothing after a seek is the caller's cue to read sequentially, not a corrupt file.
+        self.current, self.ahead, self.primed = None, self._next(check_end=False), True
         return self.ahead[0] if self.ahead else None
 
-    def frame_at(self, target: int) -> VideoFrame:
+    def frame_at(self, target: int) -> tuple[int, VideoFrame]:
         if not self.primed:
             self.ahead, self.primed = self._next(), True
         while self.ahead is not None and self.ahead[0] <= target:
@@ -285,20 +455,35 @@ class _FrameCursor:
         on_screen = self.current or self.ahead  # before the first frame: the first frame
         if on_screen is None:
             raise ZeroFrames(f"{Path(self.path).name}: no frame of the video track decodes")
-        return on_screen[1]
+        return on_screen
 
     def _decode(self) -> Iterator[VideoFrame]:
         return self.container.decode(self.stream)
 
-    def _next(self) -> tuple[int, VideoFrame] | None:
+    def _next(self, check_end: bool = True) -> tuple[int, VideoFrame] | None:
         with ffmpeg_errors(self.path, "decoding"):
             frame = next(self.frames, None)
         if frame is None:
+            if check_end:
+                self._check_complete()
             return None
         self.budget.spend()
         pts = frame.pts if frame.pts is not None else self.fallback_pts
         self.fallback_pts = pts + self.step_ticks  # frames without pts: assume a steady rate
+        self.last_pts = pts
         return pts, frame
+
+    def _check_complete(self) -> None:
+        """At the end of decoding: raise `CorruptVideo` if frames the index lists never came."""
+        if self.index_end_pts is None:
+            return
+        reached = self.last_pts if self.last_pts is not None else self.fallback_pts
+        if reached + 2 * self.step_ticks < self.index_end_pts:
+            raise CorruptVideo(
+                f"{Path(self.path).name} is not a readable video (decoding stopped at pts {reached} but its "
+                f"index lists frames up to pts {self.index_end_pts}: the file is truncated or damaged); "
+                "re-encode it (e.g. to H.264 MP4) and upload again"
+            )
 
 
 def _output_size(size: Size) -> tuple[int, int] | None:

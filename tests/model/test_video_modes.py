@@ -1,0 +1,121 @@
+"""Sampling modes (exact, keyframe) and decoder threads of model.video.read_frames."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from model.video import CorruptVideo, SamplingOptions, VideoLimits, VideoTooLong, read_frames, sample_frames
+from model.video.keyframes import snap_to_keyframes, tolerance_ticks
+from tests.media import decode_frame_indices, make_truncated_mp4, make_video, vfr_frame_times_ms
+
+EXACT = SamplingOptions(mode="exact")
+KEYFRAME = SamplingOptions(mode="keyframe")
+MODES = {"exact": EXACT, "keyframe": KEYFRAME}
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("modes")
+    return {
+        "h264": make_video(root / "h264.mp4"),
+        "vp9": make_video(root / "vp9.webm", codec="vp9"),
+        "one_frame": make_video(root / "one.mp4", frames=1),
+        "three_frames": make_video(root / "three.mp4", frames=3),
+        "vfr": make_video(root / "vfr.mp4", vfr=True),
+        "vfr_gop": make_video(root / "vfr_gop.mp4", frames=64, vfr=True, keyframe_interval=8),
+        "raw": make_video(root / "raw.h264", frames=20),
+        # 10 s at 24 fps, a keyframe every second (frames 0, 24, 48, ...).
+        "long": make_video(root / "long.mp4", frames=240, fps=24, keyframe_interval=24),
+        "truncated_faststart": make_truncated_mp4(root / "truncated_fs.mp4", faststart=True),
+    }
+
+
+def test_keyframe_mode_takes_the_nearest_keyframe_and_decodes_one_frame_each(videos):
+    # Exact targets are frames 15, 45, ..., 225; each has a keyframe 3 or 9 frames away
+    # (at most 0.375 s: inside the 1 s tolerance and half a segment, 15 frames).
+    only_eight = VideoLimits(max_decoded_frames=8)
+    got = read_frames(videos["long"], 8, limits=only_eight, options=KEYFRAME)
+    assert decode_frame_indices(got.frames) == [24, 48, 72, 96, 144, 168, 192, 216]
+    assert got.timestamps_s == pytest.approx([k / 24 for k in (24, 48, 72, 96, 144, 168, 192, 216)])
+    assert got.mean_error_s() == pytest.approx(6 / 24)  # 9, 3, 3, 9, 9, 3, 3, 9 frames
+    with pytest.raises(VideoTooLong):  # the exact frames need whole GOPs decoded
+        read_frames(videos["long"], 8, limits=only_eight, options=EXACT)
+
+
+def test_targets_without_a_keyframe_near_enough_are_read_exactly(videos):
+    exact = decode_frame_indices(sample_frames(videos["long"], 8, options=EXACT))
+    assert exact == [15, 45, 75, 105, 135, 165, 195, 225]
+    none_near = SamplingOptions(mode="keyframe", keyframe_tolerance_s=0.1)  # 2.4 frames
+    assert decode_frame_indices(sample_frames(videos["long"], 8, options=none_near)) == exact
+    mixed = SamplingOptions(mode="keyframe", keyframe_tolerance_s=0.2)  # 4.8 frames: the 3-away ones snap
+    assert decode_frame_indices(sample_frames(videos["long"], 8, options=mixed)) == (
+        [15, 48, 72, 105, 135, 168, 192, 225]
+    )
+
+
+def test_exact_mode_timestamps_are_the_frames_on_screen(videos):
+    got = read_frames(videos["long"], 8, options=EXACT)
+    indices = decode_frame_indices(got.frames)
+    assert got.timestamps_s == pytest.approx([i / 24 for i in indices])
+    assert got.targets_s == pytest.approx([(2 * i + 1) * 10 / 16 for i in range(8)])
+    assert got.mean_error_s() < 1 / 24
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("name", ["h264", "vp9", "one_frame", "three_frames", "vfr", "vfr_gop", "raw", "long"])
+@pytest.mark.parametrize("n", [1, 5, 8])
+def test_both_modes_return_n_frames_in_order(videos, mode, name, n):
+    got = read_frames(videos[name], n, size=32, options=MODES[mode])
+    assert got.frames.shape == (n, 32, 32, 3) and got.frames.dtype == np.uint8
+    assert len(got.timestamps_s) == len(got.targets_s) == n
+    assert list(got.timestamps_s) == sorted(got.timestamps_s)
+    full = sample_frames(videos[name], n, options=MODES[mode])  # native size: indices are readable
+    assert decode_frame_indices(full) == sorted(decode_frame_indices(full))
+
+
+def test_keyframe_mode_on_a_variable_frame_rate_file_snaps_by_time(videos):
+    times = vfr_frame_times_ms(64, 8)
+    got = read_frames(videos["vfr_gop"], 4, options=KEYFRAME)
+    indices = decode_frame_indices(got.frames)
+    assert all(i % 8 == 0 for i in indices)  # keyframes only: every 8th frame
+    assert got.timestamps_s == pytest.approx([times[i] / 1000 for i in indices], abs=1e-3)
+    segment = (got.targets_s[1] - got.targets_s[0])
+    assert all(abs(t - s) <= segment / 2 for t, s in zip(got.timestamps_s, got.targets_s, strict=True))
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_decoder_threads_give_the_same_frames(videos, mode):
+    single = SamplingOptions(mode=mode, threads=1)
+    threaded = SamplingOptions(mode=mode, threads=0)
+    for name in ("long", "vfr", "h264"):
+        np.testing.assert_array_equal(sample_frames(videos[name], 8, options=single),
+                                      sample_frames(videos[name], 8, options=threaded))
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("threads", [0, 1])
+@pytest.mark.parametrize("strategy", ["sequential", "seek"])
+def test_a_truncated_file_is_corrupt_with_or_without_threads(videos, mode, threads, strategy):
+    # Frame threads make FFmpeg drop a damaged packet silently; the index check catches it.
+    with pytest.raises(CorruptVideo, match="re-encode"):
+        sample_frames(videos["truncated_faststart"], 8, strategy=strategy,
+                      options=SamplingOptions(mode=mode, threads=threads))
+
+
+def test_snap_to_keyframes_prefers_the_nearest_and_the_earlier_on_a_tie():
+    assert snap_to_keyframes([5, 10, 16, 40], [0, 10, 20], 5) == (0, 10, 20, None)
+    assert snap_to_keyframes([5], [], 5) == (None,)
+    assert tolerance_ticks(1.0, segment_ticks=100, time_base=1 / 1000) == 50  # half a segment
+    assert tolerance_ticks(0.01, segment_ticks=100, time_base=1 / 1000) == 10
+
+
+def test_options_are_checked_and_keyed_by_what_changes_frames():
+    with pytest.raises(ValueError, match=r"exact.*keyframe"):
+        SamplingOptions(mode="nearest")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="tolerance"):
+        SamplingOptions(keyframe_tolerance_s=-1)
+    assert SamplingOptions(threads=4).key() == SamplingOptions(threads=1).key() == "exact"
+    assert SamplingOptions(mode="keyframe").key() != SamplingOptions(mode="keyframe", keyframe_tolerance_s=2).key()
