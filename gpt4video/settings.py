@@ -68,6 +68,20 @@ class Settings(BaseSettings):
     llm_health_interval_s: float = Field(default=10.0, gt=0)
     llm_health_timeout_s: float = Field(default=30.0, gt=0)
     feature_cache_size: int = Field(default=256, ge=0)
+    # Which frames a video is sampled at: "exact" (the frame on screen at each uniform
+    # timestamp) or "keyframe" (the nearest keyframe within VIDEO_KEYFRAME_TOLERANCE_S and
+    # half a segment: one decoded frame instead of a GOP; model.video.keyframes).
+    video_sampling: Literal["exact", "keyframe"] = "exact"
+    video_keyframe_tolerance_s: float = Field(default=1.0, ge=0)
+    # Decoder threads a video: 0 lets FFmpeg pick (one per core), 1 decodes in the caller.
+    video_decode_threads: int = Field(default=0, ge=0)
+    # Video features every LLM worker shares, on disk, least recently used evicted first.
+    # Empty: DATA_DIR/features. FEATURE_STORE_MAX_MB=0 turns the shared store off.
+    feature_store_dir: Path | None = None
+    feature_store_max_mb: int = Field(default=2048, ge=0)
+    # Encode an uploaded video's features in the background (an LLM worker), before its
+    # first question arrives.
+    precompute_features: bool = False
     vllm_gpu_memory_utilization: float = Field(default=0.85, gt=0, le=1)
     vllm_max_model_len: int = Field(default=4096, ge=64)
     vllm_max_num_seqs: int = Field(default=64, ge=1)

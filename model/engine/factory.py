@@ -12,12 +12,29 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from model.engine.base import AsyncEngine
+from model.engine.feature_store import DiskFeatureStore, FeatureStore
+from model.video.sampling import SamplingOptions
 
 if TYPE_CHECKING:
     from gpt4video.settings import Settings
     from model.network import GPT4VideoModel
 
 log = logging.getLogger(__name__)
+
+
+def sampling_options(settings: Settings) -> SamplingOptions:
+    """VIDEO_SAMPLING, VIDEO_KEYFRAME_TOLERANCE_S and VIDEO_DECODE_THREADS."""
+    return SamplingOptions(settings.video_sampling, settings.video_keyframe_tolerance_s,
+                           settings.video_decode_threads)
+
+
+def feature_store(settings: Settings) -> FeatureStore | None:
+    """The video-feature store the LLM workers share (None: FEATURE_STORE_MAX_MB=0)."""
+    if settings.feature_store_max_mb == 0:
+        return None
+    root = settings.feature_store_dir or settings.data_dir / "features"
+    log.info("shared video features under %s (at most %d MB)", root, settings.feature_store_max_mb)
+    return DiskFeatureStore(root, settings.feature_store_max_mb * 1024 * 1024)
 
 
 def build_engine(
@@ -40,7 +57,8 @@ def build_engine(
 
         log.info("engine: hf (max batch %d)", settings.llm_max_batch)
         return BatchingEngine(
-            HFEngine(model, feature_cache_size=settings.feature_cache_size),
+            HFEngine(model, feature_cache_size=settings.feature_cache_size,
+                     feature_store=feature_store(settings), sampling=sampling_options(settings)),
             max_batch=settings.llm_max_batch,
         )
     raise ValueError(f"ENGINE={settings.engine!r} is not one of 'hf', 'vllm'")

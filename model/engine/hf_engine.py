@@ -30,10 +30,12 @@ from model.engine.base import (
     RequestError,
     SamplingParams,
 )
+from model.engine.feature_store import FeatureStore
 from model.engine.inputs import RequestInputs, check_context
 from model.engine.video_features import FeatureCache, FrameSampler
 from model.network import GPT4VideoModel
 from model.tags import parse_reply
+from model.video.sampling import SamplingOptions
 
 log = logging.getLogger(__name__)
 
@@ -75,9 +77,11 @@ class HFEngine:
         feature_cache_size: int = 256,
         sampler: FrameSampler | None = None,
         fingerprint: str | None = None,
+        feature_store: FeatureStore | None = None,
+        sampling: SamplingOptions = SamplingOptions(),
     ) -> None:
         self.model = model.eval()
-        self.inputs = RequestInputs.for_model(model, feature_cache_size, sampler, fingerprint)
+        self.inputs = RequestInputs.for_model(model, feature_cache_size, sampler, fingerprint, feature_store, sampling)
         self.eos_id = model.tokenizer.eos_token_id
         base = model.llm.get_base_model()
         self.context_len: int = base.config.max_position_embeddings  # prompt + reply, in tokens

@@ -1,7 +1,8 @@
 """Requests -> model inputs: the part both engines share.
 
-Referenced videos -> features (decoded, encoded and cached by content and the
-checkpoint's encoder fingerprint; `model.engine.video_features`) -> a token sequence
+Referenced videos -> features (decoded in the configured sampling mode, encoded and
+cached by content and the encoder's weights fingerprint, per process and optionally in a
+store every worker shares; `model.engine.video_features`) -> a token sequence
 (the hf engine) or prompt embeddings (the vllm engine). Failures are typed: a video that
 cannot be read is a `VideoInputError` carrying its own code, a prompt the model's
 context cannot hold a `RequestError` with `context_too_long`. Anything else (out of
@@ -10,17 +11,22 @@ memory, a bug) is not the request's fault and propagates.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import torch
 
 from model.engine.base import FailureCode, GenerationRequest, RequestError, VideoInputError
-from model.engine.video_features import FeatureCache, FrameSampler, VideoFeatureExtractor
+from model.engine.feature_store import FeatureStore
+from model.engine.video_features import FeatureCache, FrameSampler, VideoFeatureExtractor, encoder_fingerprint
 from model.video.errors import VideoError, VideoNotFound
+from model.video.sampling import SamplingOptions
 
 if TYPE_CHECKING:
     from model.network import GPT4VideoModel, SequenceInputs
+
+log = logging.getLogger(__name__)
 
 Features = dict[str, torch.Tensor]  # video id -> (Nq, D_llm)
 
@@ -28,10 +34,14 @@ Features = dict[str, torch.Tensor]  # video id -> (Nq, D_llm)
 _VIDEO_READ_ERRORS = (VideoError, OSError)
 
 
-def _default_sampler(path: str, n: int, size: int):
+def video_sampler(options: SamplingOptions = SamplingOptions()) -> FrameSampler:
+    """The frame sampler of the engines: `model.video.sample_frames` with `options`."""
     from model.video import sample_frames
 
-    return sample_frames(path, n, size=size)
+    def sample(path: str, n: int, size: int):
+        return sample_frames(path, n, size=size, options=options)  # (n, size, size, 3)
+
+    return sample
 
 
 def referenced_videos(request: GenerationRequest) -> dict[str, str]:
@@ -77,10 +87,23 @@ class RequestInputs:
         cache_size: int,
         sampler: FrameSampler | None = None,
         fingerprint: str | None = None,
+        store: FeatureStore | None = None,
+        sampling: SamplingOptions = SamplingOptions(),
     ) -> RequestInputs:
+        """`sampler`: frames for the encoder (default: `video_sampler(sampling)`). `fingerprint`:
+        the encoder's identity in cache keys (default: config + weights + sampling mode).
+        `store`: the shared store behind the per-process LRU; a custom sampler (tests)
+        shares it only under an explicit fingerprint, so made-up frames never reach it."""
         config = getattr(model, "config", None)
-        fp = fingerprint or (config.fingerprint() if config is not None else "uncached")
-        extractor = VideoFeatureExtractor(model, fp, FeatureCache(cache_size), sampler or _default_sampler)
+        shareable = fingerprint is not None or sampler is None
+        if fingerprint is None and config is not None:
+            fingerprint = (encoder_fingerprint(model, config.fingerprint(), sampling.key()) if shareable
+                           else config.fingerprint())
+        shared = store if shareable and fingerprint is not None else None
+        if store is not None and shared is None:
+            log.warning("not sharing video features: this engine has a custom frame sampler or no config")
+        extractor = VideoFeatureExtractor(model, fingerprint or "uncached", FeatureCache(cache_size),
+                                          sampler or video_sampler(sampling), shared)
         return cls(model, extractor)
 
     def batch_features(self, requests: Sequence[GenerationRequest]) -> list[Features | VideoInputError]:
