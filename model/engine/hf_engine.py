@@ -213,8 +213,12 @@ class HFEngine:
         # character would run past max_new_tokens (and differ from the same request alone).
         if row.finish is None and len(row.tokens) >= row.max_new_tokens:
             row.finish = "length"
-        if text.endswith("\ufffd") and row.finish is None:
-            return  # an incomplete UTF-8 sequence: emit it once it is whole
+        if text.endswith("\ufffd"):
+            if row.finish is None:
+                return  # an incomplete UTF-8 sequence: emit it once it is whole
+            # The reply ends inside a character: drop the incomplete bytes, as vLLM's
+            # detokenizer does, so both engines give the same text (the tokens still count).
+            text = text.rstrip("\ufffd")
         row.text = text
         self._stream(row, on_delta)
 

@@ -134,6 +134,27 @@ def test_max_new_tokens_holds_inside_a_longer_batch(engine: HFEngine, limit: int
     assert result == engine.generate([short])[0]
 
 
+def test_a_reply_cut_inside_a_character_drops_the_partial_bytes(
+    engine: HFEngine, tiny_model: GPT4VideoModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One behaviour for both engines (vLLM's detokenizer does the same): a reply that ends
+    inside a UTF-8 character ends before it; the tokens still count."""
+    import model.engine.hf_engine as hf_engine
+
+    ids = tiny_model.tokenizer.encode("ab€", add_special_tokens=False)  # '€' is 3 byte tokens here
+    assert len(ids) >= 4 and tiny_model.tokenizer.decode(ids[:-1]).endswith("\ufffd")
+    script = iter(ids)
+    monkeypatch.setattr(hf_engine, "sample_next", lambda *_args: next(script))
+    streamed, on_delta = collect_deltas()
+    (result,) = engine.generate([request("cut", [Turn("user", "hi")], max_new_tokens=len(ids) - 1)],
+                                on_delta=on_delta)
+    assert (result.raw_text, result.completion_tokens, result.finish_reason) == ("ab", len(ids) - 1, "length")
+    assert streamed["cut"] == "ab"
+    script = iter(ids)  # the whole character arrives: it is kept
+    (whole,) = engine.generate([request("whole", [Turn("user", "hi")], max_new_tokens=len(ids))])
+    assert whole.raw_text == "ab€"
+
+
 def test_stop_string_cuts_the_reply(engine: HFEngine) -> None:
     base = request("stop", [Turn("user", "a blue square moves up. What do you think?")], max_new_tokens=30)
     (full,) = engine.generate([base])
