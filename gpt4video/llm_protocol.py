@@ -13,6 +13,10 @@
   A worker beats only while its engine passes `check_health`; one whose engine fails
   leaves the set and exits. Key `g4v:llm:worker:<name>`: its statistics and engine health
   as JSON.
+- Precompute (PRECOMPUTE_FEATURES=true): stream `g4v:llm:precompute`, group `llm-workers`;
+  the API adds `{"video_id": sha256, "path": …}` for each upload, one worker encodes the
+  video's features into the shared feature store and ACKs. Best effort: a lost entry
+  only means the first question encodes the video itself.
 - Failures: an `LLMReply` with status "error" or "expired" carries a `FailureCode`,
   which the API maps to its HTTP answer (`app.failures`).
 """
@@ -30,6 +34,8 @@ GROUP = "llm-workers"
 ABORT_CHANNEL = "g4v:llm:abort"
 WORKERS_ZSET = "g4v:llm:workers"
 MAX_DELIVERIES = 3
+PRECOMPUTE_STREAM = "g4v:llm:precompute"
+PRECOMPUTE_MAXLEN = 10_000  # entries kept at most (approximate trim): uploads outrunning the workers
 REPLY_TTL_S = 300
 
 

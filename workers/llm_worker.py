@@ -116,6 +116,7 @@ class LLMWorker:
         name: str | None = None,
         frame_checker: FrameChecker | None = None,
         frame_sampler: Callable[[str], np.ndarray] | None = None,
+        precompute: Callable[[str, str], object] | None = None,
     ) -> None:
         self.settings = settings
         self.engine = engine
@@ -123,6 +124,8 @@ class LLMWorker:
         # Uploaded videos are screened when a checker that can judge is configured.
         self.frame_checker = frame_checker
         self.frame_sampler = frame_sampler
+        # (video id, path) -> features into the shared store; None: no precompute loop.
+        self.precompute = precompute
         self._video_verdicts: OrderedDict[str, SafetyVerdict] = OrderedDict()
         self.refusal_text = refusal_text
         self.name = name or f"{socket.gethostname()}-{os.getpid()}"
@@ -135,8 +138,10 @@ class LLMWorker:
 
     async def run(self) -> None:
         await self._ensure_group()
-        loops = [self._resilient(loop) for loop in (self._consume, self._heartbeat, self._takeover,
-                                                     self._listen_aborts)]
+        names = [self._consume, self._heartbeat, self._takeover, self._listen_aborts]
+        if self.precompute is not None:
+            names.append(self._precompute)
+        loops = [self._resilient(loop) for loop in names]
         log.info("llm worker %s ready (max batch %d)", self.name, self.settings.llm_max_batch)
         try:
             await asyncio.gather(*loops)
@@ -165,11 +170,13 @@ class LLMWorker:
                 delay = min(delay * 2, 5.0)
 
     async def _ensure_group(self) -> None:
-        try:
-            await self.redis.xgroup_create(wire.REQUESTS_STREAM, wire.GROUP, id="0", mkstream=True)
-        except ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
+        streams = [wire.REQUESTS_STREAM] + ([wire.PRECOMPUTE_STREAM] if self.precompute is not None else [])
+        for stream in streams:
+            try:
+                await self.redis.xgroup_create(stream, wire.GROUP, id="0", mkstream=True)
+            except ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
 
     # -- loops ------------------------------------------------------------------------------
     async def _consume(self) -> None:
@@ -184,6 +191,26 @@ class LLMWorker:
             for _stream, messages in entries or []:
                 for entry_id, fields in messages:
                     self._start(entry_id, fields)
+
+    async def _precompute(self) -> None:
+        """Encode uploaded videos into the shared feature store, one at a time, between requests."""
+        assert self.precompute is not None
+        while not self._stopping.is_set():
+            entries = await self.redis.xreadgroup(
+                wire.GROUP, self.name, {wire.PRECOMPUTE_STREAM: ">"}, count=1, block=500)
+            for _stream, messages in entries or []:
+                for entry_id, fields in messages:
+                    video_id = (fields.get(b"video_id") or b"").decode()
+                    path = (fields.get(b"path") or b"").decode()
+                    try:
+                        await asyncio.to_thread(self.precompute, video_id, path)
+                        log.info("precomputed the features of video %s", video_id[:12])
+                    except Exception as exc:  # best effort: the first question will say what is wrong
+                        log.warning("could not precompute the features of video %s: %s", video_id[:12], exc)
+                    pipe = self.redis.pipeline()
+                    pipe.xack(wire.PRECOMPUTE_STREAM, wire.GROUP, entry_id)
+                    pipe.xdel(wire.PRECOMPUTE_STREAM, entry_id)
+                    await pipe.execute()
 
     async def _takeover(self) -> None:
         """Claim entries a dead worker left pending."""
@@ -381,7 +408,7 @@ class LLMWorker:
 def build_worker(settings: Settings) -> LLMWorker:
     from gpt4video.defaults import bases_dir, resolve_model_dir
     from model.checkpoint import load_checkpoint
-    from model.engine.factory import build_engine
+    from model.engine.factory import build_engine, sampling_options
     from model.safety.from_checkpoint import frame_checker_for_model
     from model.video import sample_frames
 
@@ -392,6 +419,7 @@ def build_worker(settings: Settings) -> LLMWorker:
     model = load_checkpoint(model_dir, device=settings.device, llm_weights=llm_weights,
                             bases_dir=bases_dir(settings))
     engine = build_engine(settings, model, model_dir)
+    precompute = _precomputer(settings, model) if settings.precompute_features else None
     moderator = None
     refusal_text: Callable[[str], str] = _no_policy_refusal
     if settings.safety_enabled:
@@ -404,13 +432,28 @@ def build_worker(settings: Settings) -> LLMWorker:
         log.warning("SAFETY_ENABLED=false: user turns and captions are not moderated")
     frame_checker = frame_checker_for_model(model, thresholds=settings.safety_frame_thresholds)
     if isinstance(frame_checker, PassThroughFrameChecker):
-        return LLMWorker(settings, engine, moderator, refusal_text)
+        return LLMWorker(settings, engine, moderator, refusal_text, precompute=precompute)
     cfg = model.config.vision
+    sampling = sampling_options(settings)
 
-    def sample(path: str) -> np.ndarray:
-        return sample_frames(path, cfg.num_frames, size=cfg.image_size)
+    def sample(path: str) -> np.ndarray:  # the frames the model sees
+        return sample_frames(path, cfg.num_frames, size=cfg.image_size, options=sampling)
 
-    return LLMWorker(settings, engine, moderator, refusal_text, frame_checker=frame_checker, frame_sampler=sample)
+    return LLMWorker(settings, engine, moderator, refusal_text, frame_checker=frame_checker, frame_sampler=sample,
+                     precompute=precompute)
+
+
+def _precomputer(settings: Settings, model: Any) -> Callable[[str, str], object] | None:
+    """Encodes one video into the shared store (the engine reads it there on the first question)."""
+    from model.engine.factory import feature_store, sampling_options
+    from model.engine.inputs import RequestInputs
+
+    store = feature_store(settings)
+    if store is None:
+        log.warning("PRECOMPUTE_FEATURES=true needs the shared feature store (FEATURE_STORE_MAX_MB > 0); off")
+        return None
+    extractor = RequestInputs.for_model(model, cache_size=0, store=store, sampling=sampling_options(settings)).features
+    return lambda video_id, path: extractor.features({video_id: path})
 
 
 def _no_policy_refusal(category: str) -> str:

@@ -12,6 +12,7 @@ from app.errors import NotFound, Unprocessable, UnsupportedMedia
 from app.failures import failure_error
 from app.schemas import VideoInfoOut, VideoUploadResponse
 from app.uploads import ReceivedForm, VideoStore
+from gpt4video import llm_protocol as wire
 from gpt4video.settings import Settings
 from model.engine.base import FailureCode
 
@@ -56,8 +57,16 @@ async def store_upload(form: ReceivedForm, settings: Settings, store: VideoStore
     created = store.commit(form.file_path, form.sha256, info)
     await redis.sadd(_owners_key(form.sha256), owner)
     log.info("video %s stored (%d bytes, new=%s)", form.sha256[:12], form.file_size, created)
+    if settings.precompute_features and created:
+        await request_precompute(redis, form.sha256, str(store.path_for(form.sha256).resolve()))
     fields = {k: info[k] for k in VideoInfoOut.model_fields}
     return VideoUploadResponse(id=form.sha256, bytes=form.file_size, info=VideoInfoOut(**fields), created=created)
+
+
+async def request_precompute(redis: aioredis.Redis, video_id: str, path: str) -> None:
+    """Ask an LLM worker to encode the video's features now (PRECOMPUTE_FEATURES)."""
+    await redis.xadd(wire.PRECOMPUTE_STREAM, {"video_id": video_id, "path": path},
+                     maxlen=wire.PRECOMPUTE_MAXLEN, approximate=True)
 
 
 async def resolve_videos(video_ids: list[str], store: VideoStore, redis: aioredis.Redis,
