@@ -1,4 +1,4 @@
-"""Compare the vllm and hf engines at 1, 8 and 32 concurrent requests (GPU only).
+"""Compare the vllm and hf engines at 1, 8 and 32 concurrent requests, on a GPU or the CPU.
 
 For each engine and each concurrency level N, N requests are submitted at once through
 the engine's async face (what the LLM worker uses) and the script measures:
@@ -6,14 +6,21 @@ the engine's async face (what the LLM worker uses) and the script measures:
 - tokens/s: completion tokens of all N requests / wall time until the last one ends;
 - TTFT: time from submission to a request's first streamed text delta (mean, p50, p95).
 
-Both engines serve the same checkpoint on the same GPU (the hf engine through
-`BatchingEngine`, as the worker runs it). Without a checkpoint a tiny random one is
-built, which measures engine overhead rather than a real model: pass --checkpoint for
-numbers that mean something for LLaMA-7B.
+Both engines serve the same checkpoint on the same device (the hf engine through
+`BatchingEngine`, as the worker runs it), in the same dtype, and the table states the
+threads each one computed with. On the CPU both get the same thread budget (--threads,
+default all cores): torch.set_num_threads for hf; VLLM_CPU_OMP_THREADS_BIND for vLLM's
+worker, unless it is set already (vLLM's own default reserves a core for its scheduler).
+Without --checkpoint a tiny random one (head size 32) is built, which measures engine
+overhead rather than a model.
 
     python bench/bench_engines.py [--checkpoint DIR] [--concurrency 1 8 32] [--video]
+        [--vllm-modes merged lora] [--threads N]
 
-Exits with status 2 and a message when vLLM or a CUDA GPU is missing.
+On the CPU it runs from vLLM's CPU backend environment (`make vllm-env`):
+    VLLM_CPU_KVCACHE_SPACE=2 .venv-vllm/bin/python bench/bench_engines.py --checkpoint runs/r1/init
+
+Exits with status 2 and a message when vLLM, or a device for it, is missing.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import argparse
 import asyncio
 import hashlib
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -96,7 +104,7 @@ async def _bench(engine, name: str, levels: list[int], max_new_tokens: int, vide
     out = []
     for round_, n in enumerate(levels):
         m = await _measure(engine, name, n, round_, max_new_tokens, video)
-        print(f"  {name:<5} N={n:<3} {m.tokens_per_s:9.1f} tok/s  TTFT p50 {m.ttft_ms(0.5):7.1f} ms",
+        print(f"  {name:<9} N={n:<3} {m.tokens_per_s:9.1f} tok/s  TTFT p50 {m.ttft_ms(0.5):7.1f} ms",
               flush=True)
         out.append(m)
     return out
@@ -104,36 +112,68 @@ async def _bench(engine, name: str, levels: list[int], max_new_tokens: int, vide
 
 def _table(rows: list[Measurement]) -> str:
     lines = [
-        f"{'engine':<7}{'N':>4}{'tokens':>9}{'wall s':>9}{'tok/s':>10}"
+        f"{'engine':<10}{'N':>4}{'tokens':>9}{'wall s':>9}{'tok/s':>10}"
         f"{'TTFT mean':>11}{'p50':>9}{'p95':>9}   (TTFT in ms)",
     ]
     for m in rows:
         mean = 1000 * statistics.fmean(m.ttft_s) if m.ttft_s else float("nan")
         lines.append(
-            f"{m.engine:<7}{m.concurrency:>4}{m.completion_tokens:>9}{m.wall_s:>9.2f}"
+            f"{m.engine:<10}{m.concurrency:>4}{m.completion_tokens:>9}{m.wall_s:>9.2f}"
             f"{m.tokens_per_s:>10.1f}{mean:>11.1f}{m.ttft_ms(0.5):>9.1f}{m.ttft_ms(0.95):>9.1f}"
         )
     by_key = {(m.engine, m.concurrency): m for m in rows}
-    lines.append("")
-    lines.append("vllm / hf:  N   tok/s ratio   TTFT p50 ratio")
-    for n in sorted({m.concurrency for m in rows}):
-        v, h = by_key.get(("vllm", n)), by_key.get(("hf", n))
-        if v and h and h.tokens_per_s > 0 and v.ttft_s and h.ttft_s:
-            lines.append(f"{'':>11}{n:>3}{v.tokens_per_s / h.tokens_per_s:>12.2f}x"
-                         f"{v.ttft_ms(0.5) / h.ttft_ms(0.5):>16.2f}x")
+    for engine in sorted({m.engine for m in rows} - {"hf"}):
+        lines.append("")
+        lines.append(f"{engine} / hf:  N   tok/s ratio   TTFT p50 ratio")
+        for n in sorted({m.concurrency for m in rows}):
+            v, h = by_key.get((engine, n)), by_key.get(("hf", n))
+            if v and h and h.tokens_per_s > 0 and v.ttft_s and h.ttft_s:
+                lines.append(f"{'':>{len(engine) + 6}}{n:>3}{v.tokens_per_s / h.tokens_per_s:>12.2f}x"
+                             f"{v.ttft_ms(0.5) / h.ttft_ms(0.5):>16.2f}x")
     return "\n".join(lines)
 
 
-def _tiny_fp16_checkpoint(directory: Path) -> Path:
-    """A tiny checkpoint whose LLM runs in float16 in both engines."""
-    from model.tiny import build_tiny_checkpoint
+def _tiny_checkpoint(directory: Path, dtype: str) -> Path:
+    """A tiny checkpoint whose LLM runs in `dtype` in both engines (head size 32, which
+    vLLM's CPU attention supports)."""
+    from model.tiny import TinySizes, build_tiny_checkpoint
 
-    path = build_tiny_checkpoint(directory)
+    path = build_tiny_checkpoint(directory, sizes=TinySizes(llm_heads=2, llm_kv_heads=1))
     config_file = path / "gpt4video.json"
     config = json.loads(config_file.read_text())
-    config["llm"]["dtype"] = "float16"
+    config["llm"]["dtype"] = dtype
     config_file.write_text(json.dumps(config))
     return path
+
+
+def _with_dtype(checkpoint: Path, dtype: str, directory: Path) -> Path:
+    """`checkpoint` with its LLM dtype set to `dtype` (a copy of its config beside links to
+    its files), so the hf engine computes in the precision vLLM is given."""
+    config = json.loads((checkpoint / "gpt4video.json").read_text())
+    if config["llm"].get("dtype") == dtype:
+        return checkpoint
+    directory.mkdir(parents=True)
+    for item in checkpoint.iterdir():
+        if item.name != "gpt4video.json":
+            (directory / item.name).symlink_to(item.resolve())
+    config["llm"]["dtype"] = dtype
+    (directory / "gpt4video.json").write_text(json.dumps(config))
+    return directory
+
+
+def _vllm_threads(engine) -> str:
+    """The threads vLLM's processes compute with: each child's OMP_NUM_THREADS and CPU affinity."""
+    import psutil
+
+    parts = []
+    for child in psutil.Process().children(recursive=True):
+        try:
+            omp = child.environ().get("OMP_NUM_THREADS", "-")
+            cpus = child.cpu_affinity()
+            parts.append(f"{child.name()}: OMP_NUM_THREADS={omp} cpus={cpus}")
+        except (psutil.Error, OSError):
+            continue
+    return "; ".join(parts) or "no child processes found"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -145,26 +185,43 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--video", action="store_true", help="every request carries a video")
     parser.add_argument("--gpu-memory-utilization", type=float, default=0.5)
     parser.add_argument("--max-model-len", type=int, default=1024)
-    parser.add_argument("--dtype", default="float16", help="vLLM dtype (LoRA needs 16 bit)")
+    parser.add_argument("--dtype", default=None,
+                        help="both engines' LLM dtype (default: float16 on a GPU, float32 on the CPU)")
     parser.add_argument("--engines", nargs="+", choices=["hf", "vllm"], default=["hf", "vllm"])
+    parser.add_argument("--vllm-modes", nargs="+", choices=["merged", "lora"], default=["merged"],
+                        help="VLLM_LORA_MODE(s) to run vLLM in")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
+                        help="CPU only: threads of each engine (default: all cores)")
     args = parser.parse_args(argv)
 
     from model.engine.base import EngineUnavailable
-    from model.engine.vllm_engine import require_vllm
+    from model.engine.vllm_engine import require_vllm, vllm_platform
 
     try:
         require_vllm()
     except EngineUnavailable as exc:
-        print(f"bench_engines needs vLLM and a CUDA GPU, not available here:\n  {exc}")
+        print(f"bench_engines needs vLLM and a device for it, not available here:\n  {exc}")
         return 2
+
+    import torch
 
     from model.checkpoint import load_checkpoint
     from model.engine.batching import BatchingEngine
     from model.engine.hf_engine import HFEngine
     from model.engine.vllm_engine import ModelPromptEmbedder, VllmEngine, VllmModelFiles, VllmOptions
 
+    on_gpu = torch.cuda.is_available()
+    device = "cuda" if on_gpu else "cpu"
+    dtype = args.dtype or ("float16" if on_gpu else "float32")
+    if not on_gpu:
+        torch.set_num_threads(args.threads)
+        os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", f"0-{args.threads - 1}")
+        os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
     with tempfile.TemporaryDirectory(prefix="bench-engines-") as tmp:
-        checkpoint = args.checkpoint or _tiny_fp16_checkpoint(Path(tmp) / "tiny")
+        if args.checkpoint:
+            checkpoint = _with_dtype(args.checkpoint.resolve(), dtype, Path(tmp) / "checkpoint")
+        else:
+            checkpoint = _tiny_checkpoint(Path(tmp) / "tiny", dtype)
         video = None
         if args.video:
             sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo's tests/
@@ -172,14 +229,17 @@ def main(argv: list[str] | None = None) -> int:
 
             clip = make_video(Path(tmp) / "clip.mp4", frames=32)
             video = (hashlib.sha256(clip.read_bytes()).hexdigest(), str(clip))
-        model = load_checkpoint(checkpoint, device="cuda")
+        model = load_checkpoint(checkpoint, device=device)
         levels = sorted(set(args.concurrency))
-        print(f"checkpoint {checkpoint}; concurrency {levels}; max_new_tokens "
-              f"{args.max_new_tokens}; video {'yes' if video else 'no'}", flush=True)
+        print(f"checkpoint {args.checkpoint or 'tiny'}; device {device} (vLLM platform {vllm_platform()}); "
+              f"dtype {dtype}; concurrency {levels}; max_new_tokens {args.max_new_tokens}; "
+              f"video {'yes' if video else 'no'}", flush=True)
         rows: list[Measurement] = []
+        threads: dict[str, str] = {}
 
         if "hf" in args.engines:
             hf = BatchingEngine(HFEngine(model), max_batch=max(levels))
+            threads["hf"] = f"torch threads {torch.get_num_threads()} (in this process)"
 
             async def run_hf() -> list[Measurement]:
                 try:
@@ -189,22 +249,29 @@ def main(argv: list[str] | None = None) -> int:
 
             rows += asyncio.run(run_hf())
 
-        if "vllm" in args.engines:
+        for mode in args.vllm_modes if "vllm" in args.engines else []:
+            name = "vllm" if mode == "merged" else "vllm-lora"
             vllm = VllmEngine.start(
                 VllmModelFiles.of_model(model, checkpoint),
                 ModelPromptEmbedder.for_model(model, cache_size=64),
                 VllmOptions(gpu_memory_utilization=args.gpu_memory_utilization,
                             max_model_len=args.max_model_len, max_num_seqs=max(levels),
-                            dtype=args.dtype, request_timeout_s=None),
+                            dtype=dtype, request_timeout_s=None, lora_mode=mode,
+                            merged_cache_dir=Path(tmp) / "merged"),
                 eos_token_id=model.tokenizer.eos_token_id,
             )
+            threads[name] = _vllm_threads(vllm)
             try:
-                rows += asyncio.run(_bench(vllm, "vllm", levels, args.max_new_tokens, video))
+                rows += asyncio.run(_bench(vllm, name, levels, args.max_new_tokens, video))
             finally:
                 vllm.close()
 
     print()
     print(_table(rows))
+    print()
+    print("threads:")
+    for name, used in threads.items():
+        print(f"  {name:<10}{used}")
     return 0
 
 

@@ -3,7 +3,8 @@
 vLLM calls `register()` in each of its processes (entry point group
 `vllm.general_plugins`, see vllm/plugins/__init__.py), before the model runner exists.
 Each fix is a no-op where it is not needed, and idempotent (vLLM may load plugins more
-than once in a process). `VLLM_PLUGINS=""` disables the plugin.
+than once in a process). `VLLM_PLUGINS=""` disables the plugin; GPT4VIDEO_VLLM_FIXES
+picks single fixes (see `register`).
 
 1. vLLM issue 51122 (fix proposed in PR 51123, not merged as of vLLM 0.33):
    `enable_prompt_embeds=True` + `enable_lora=True` on a model whose `embed_tokens` is
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 from typing import Any
 
 log = logging.getLogger("gpt4video_vllm_fixes")
@@ -37,9 +39,15 @@ _LORA_OPS_FIXED_FOR = ("0.32.", "0.33.")
 
 
 def register() -> None:
-    """vLLM's plugin hook: apply every fix this process needs."""
-    _fix_prompt_embeds_with_lora()
-    _fix_cpu_lora_ops_no_lora_index()
+    """vLLM's plugin hook: apply every fix this process needs.
+
+    GPT4VIDEO_VLLM_FIXES (comma-separated, default "51122,48421") picks the fixes, so a
+    test can show what each one prevents."""
+    wanted = os.environ.get("GPT4VIDEO_VLLM_FIXES", "51122,48421").split(",")
+    if "51122" in wanted:
+        _fix_prompt_embeds_with_lora()
+    if "48421" in wanted:
+        _fix_cpu_lora_ops_no_lora_index()
 
 
 # -- 1. vLLM issue 51122 ----------------------------------------------------------------------

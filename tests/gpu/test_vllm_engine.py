@@ -1,10 +1,20 @@
-"""The vllm engine against the hf engine on the same tiny checkpoint (GPU + vLLM only).
+"""The vllm engine against the hf engine on the same tiny checkpoint, on whatever vLLM is
+installed: its CPU backend in CI (`make test-vllm`, from .venv-vllm), a GPU where lent.
 
-Skipped cleanly where vLLM is not installed or torch sees no CUDA GPU. Both engines run
-the LLM in float16 (vLLM's LoRA kernels need 16-bit weights; the hf engine is loaded
-in float16 so both compute in the same precision) and decode greedily, so their text
-must be identical: with and without a video, with the adapter applied. The adapter
-must change the output (the tiny adapter's B matrices are random, not zero).
+Skipped cleanly where vLLM is not installed (the main .venv). The parity and concurrency
+tests run once per `VLLM_LORA_MODE`: "merged" (the adapter merged into the base, no LoRA
+in vLLM) and "lora" (vLLM's LoRA kernels plus the fixes of vllm_plugin/); the request
+mechanics (abort, cancel, limits), which share one code path, run on the merged engine.
+
+- Precision: float32 on the CPU (both engines), float16 on a GPU (vLLM's LoRA kernels
+  need 16 bit there; the hf engine is loaded in float16 too). Decoding is greedy, so the
+  replies must match the hf engine's token for token: text, finish reason, token counts.
+- The tiny LLM has head size 32 (`TinySizes(llm_heads=2, llm_kv_heads=1)`): vLLM's CPU
+  attention takes head sizes 32, 64, 80, ... and kills the EngineCore on 16.
+- The concurrency cases are the ones that crashed vLLM before the fixes: embeds + LoRA
+  requests arriving while others decode (vLLM issue 51122) and adapter requests beside
+  base-model ones (vLLM PR 48421). `VLLM_PLUGINS="" pytest tests/gpu` runs without the
+  fixes, and the "lora" cases fail.
 """
 
 from __future__ import annotations
@@ -17,11 +27,8 @@ from pathlib import Path
 import pytest
 import torch
 
-pytest.importorskip("vllm", reason="vLLM is not installed (pip install .[gpu])")
-pytestmark = [
-    pytest.mark.gpu,
-    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
-]
+pytest.importorskip("vllm", reason="vLLM is not installed here (make vllm-env, or pip install .[gpu])")
+pytestmark = [pytest.mark.gpu]
 
 from model.checkpoint import load_checkpoint  # noqa: E402
 from model.engine.base import (  # noqa: E402
@@ -38,8 +45,9 @@ from model.engine.vllm_engine import (  # noqa: E402
     VllmEngine,
     VllmModelFiles,
     VllmOptions,
+    vllm_platform,
 )
-from model.tiny import build_tiny_checkpoint  # noqa: E402
+from model.tiny import TinySizes, build_tiny_checkpoint  # noqa: E402
 from tests.media import make_video  # noqa: E402
 from tests.waiting import eventually  # noqa: E402
 
@@ -50,33 +58,50 @@ PROMPTS = (
     "How many objects? What colour is it?",
 )
 MAX_NEW_TOKENS = 12
+ON_GPU = torch.cuda.is_available()
+DEVICE = "cuda" if ON_GPU else "cpu"
+DTYPE = "float16" if ON_GPU else "float32"
+MAX_MODEL_LEN = 1024
+# For tests of what does not depend on how the adapter is served (indirect: the fixture's param).
+MERGED_ONLY = pytest.mark.parametrize("vllm_engine", ["merged"], indirect=True)
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = build_tiny_checkpoint(tmp_path_factory.mktemp("tiny"), seed=0)
+    sizes = TinySizes(llm_heads=2, llm_kv_heads=1)  # head size 32: vLLM's CPU attention has it
+    path = build_tiny_checkpoint(tmp_path_factory.mktemp("tiny"), seed=0, sizes=sizes)
     config_file = path / "gpt4video.json"
     config = json.loads(config_file.read_text())
-    config["llm"]["dtype"] = "float16"  # the hf engine computes in vLLM's precision
+    config["llm"]["dtype"] = DTYPE  # the hf engine computes in vLLM's precision
     config_file.write_text(json.dumps(config))
     return path
 
 
 @pytest.fixture(scope="module")
 def model(checkpoint: Path):
-    return load_checkpoint(checkpoint, device="cuda")
+    return load_checkpoint(checkpoint, device=DEVICE)
 
 
 @pytest.fixture(scope="module")
-def vllm_engine(model, checkpoint: Path):
-    options = VllmOptions(
-        gpu_memory_utilization=0.3, max_model_len=1024, max_num_seqs=32, dtype="float16",
-        enforce_eager=True, request_timeout_s=None,
-    )
+def merged_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("vllm-merged")
+
+
+def _options(lora_mode: str, merged_cache: Path, **overrides) -> VllmOptions:
+    values = dict(gpu_memory_utilization=0.3, max_model_len=MAX_MODEL_LEN, max_num_seqs=32, dtype=DTYPE,
+                  enforce_eager=True, request_timeout_s=None, lora_mode=lora_mode,
+                  merged_cache_dir=merged_cache, cpu_kvcache_space_gib=1)
+    values.update(overrides)
+    return VllmOptions(**values)
+
+
+@pytest.fixture(scope="module", params=["merged", "lora"])
+def vllm_engine(request: pytest.FixtureRequest, model, checkpoint: Path, merged_cache: Path):
+    """One engine per lora mode; pytest runs all tests of one mode before starting the next."""
     engine = VllmEngine.start(
         VllmModelFiles.of_model(model, checkpoint),
         RequestInputs.for_model(model, cache_size=16),
-        options,
+        _options(request.param, merged_cache),
         eos_token_id=model.tokenizer.eos_token_id,
     )
     yield engine
@@ -106,19 +131,29 @@ def _request(request_id: str, text: str, max_new_tokens: int = MAX_NEW_TOKENS, *
 
 
 def _comparable(result) -> tuple:
-    return (result.raw_text, result.finish_reason, result.prompt_tokens, result.completion_tokens)
+    return (result.request_id, result.raw_text, result.finish_reason, result.prompt_tokens,
+            result.completion_tokens, result.error)
 
 
-def _generate(engine: VllmEngine, requests) -> list:
+def _generate(engine: VllmEngine, requests, **kwargs) -> list:
     """Run requests together on the engine, from synchronous test code."""
     async def run_all() -> list:
-        return list(await asyncio.gather(*(engine.submit(r) for r in requests)))
+        return list(await asyncio.gather(*(engine.submit(r, **kwargs) for r in requests)))
 
     return asyncio.run(run_all())
 
 
 def _hf_one_by_one(hf_engine: HFEngine, requests) -> list:
     return [hf_engine.generate([r])[0] for r in requests]  # no padding: exact reference
+
+
+def _hf_base_one_by_one(hf_engine: HFEngine, model, requests) -> list:
+    with model.llm.disable_adapter():  # the hf reference without the adapter
+        return _hf_one_by_one(hf_engine, requests)
+
+
+def test_runs_on_the_platform_vllm_found(vllm_engine):
+    assert vllm_platform() == ("cuda" if ON_GPU else "cpu")
 
 
 # -- parity ------------------------------------------------------------------------------------
@@ -128,7 +163,6 @@ def test_greedy_text_matches_hf(vllm_engine, hf_engine):
     requests = [_request(f"text-{i}", p) for i, p in enumerate(PROMPTS)]
     from_vllm = _generate(vllm_engine, requests)
     from_hf = _hf_one_by_one(hf_engine, requests)
-    assert [r.request_id for r in from_vllm] == [r.request_id for r in requests]
     assert any(r.completion_tokens > 0 for r in from_hf), "the reference generated nothing"
     assert [_comparable(r) for r in from_vllm] == [_comparable(r) for r in from_hf]
 
@@ -139,28 +173,79 @@ def test_greedy_with_video_matches_hf(vllm_engine, hf_engine, video, model):
     from_hf = _hf_one_by_one(hf_engine, requests)
     text_only = _generate(vllm_engine, [_request("plain", PROMPTS[0])])[0]
     assert from_vllm[0].prompt_tokens == text_only.prompt_tokens + model.num_video_tokens
-    assert all(r.error is None for r in from_vllm), [r.error for r in from_vllm]
     assert [_comparable(r) for r in from_vllm] == [_comparable(r) for r in from_hf]
 
 
-def test_the_adapter_is_applied_and_changes_the_output(vllm_engine, hf_engine, model):
+def test_the_adapter_changes_the_output(vllm_engine, hf_engine, model):
+    """The served weights carry the adapter (merged or not): the replies are the hf
+    engine's with it and differ from the base LLM's (the tiny adapter's B is random)."""
     requests = [_request(f"ab-{i}", p) for i, p in enumerate(PROMPTS)]
-
-    async def both():
-        with_lora = [await vllm_engine.submit(r) for r in requests]
-        base = [await vllm_engine.submit(r, use_adapter=False) for r in requests]
-        return with_lora, base
-
-    with_lora, base = asyncio.run(both())
-    assert [r.raw_text for r in with_lora] != [r.raw_text for r in base]
-    with model.llm.disable_adapter():  # the hf reference without the adapter
-        hf_base = _hf_one_by_one(hf_engine, requests)
-    assert [_comparable(r) for r in base] == [_comparable(r) for r in hf_base]
+    with_lora = _generate(vllm_engine, requests)
+    assert [_comparable(r) for r in with_lora] == [_comparable(r) for r in _hf_one_by_one(hf_engine, requests)]
+    hf_base = _hf_base_one_by_one(hf_engine, model, requests)
+    assert [r.raw_text for r in with_lora] != [r.raw_text for r in hf_base]
 
 
-# -- concurrency, streaming, abort ----------------------------------------------------------------
+# -- concurrency: what crashed vLLM before the fixes -------------------------------------------
 
 
+def test_requests_arriving_while_others_decode_match_hf(vllm_engine, hf_engine, video):
+    """vLLM issue 51122: a step with a new prompt_embeds prefill beside two or more decoding
+    rows, with the adapter in the batch, killed the EngineCore (lora mode, no fix)."""
+    early = [_request(f"early-{i}", PROMPTS[i], 48) for i in range(3)]
+    late = [_request("late-video-0", PROMPTS[0], 16, video=video),
+            _request("late-text-1", PROMPTS[1], 16),
+            _request("late-video-2", PROMPTS[2], 16, video=video)]
+
+    async def staggered():
+        decoding = {r.request_id: asyncio.Event() for r in early}
+        tasks = [asyncio.ensure_future(vllm_engine.submit(r, lambda rid, _d: decoding[rid].set()))
+                 for r in early]
+        await asyncio.wait_for(asyncio.gather(*(e.wait() for e in decoding.values())), 120)
+        late_tasks = []
+        for r in late:  # one at a time, each joining a batch that is decoding
+            late_tasks.append(asyncio.ensure_future(vllm_engine.submit(r)))
+            await asyncio.sleep(0.05)
+        return list(await asyncio.gather(*tasks, *late_tasks))
+
+    results = asyncio.run(staggered())
+    assert all(r.error is None for r in results), [r.error for r in results]
+    reference = _hf_one_by_one(hf_engine, early + late)
+    assert [_comparable(r) for r in results] == [_comparable(r) for r in reference]
+
+
+def test_text_and_video_requests_together_match_hf(vllm_engine, hf_engine, video):
+    requests = [_request(f"mixed-{i}", PROMPTS[i % 4], 10 + i, video=video if i % 2 else None)
+                for i in range(8)]
+    from_vllm = _generate(vllm_engine, requests)
+    assert [_comparable(r) for r in from_vllm] == [_comparable(r) for r in _hf_one_by_one(hf_engine, requests)]
+
+
+@pytest.mark.parametrize("vllm_engine", ["lora"], indirect=True)
+def test_adapter_and_base_requests_together_match_hf(vllm_engine, hf_engine, model):
+    """vLLM PR 48421: on the CPU, base-model rows batched beside adapter rows got the
+    adapter (index -1 picked the last adapter slot). lora mode only."""
+    with_lora = [_request(f"lora-{i}", p) for i, p in enumerate(PROMPTS)]
+    base = [_request(f"base-{i}", p) for i, p in enumerate(PROMPTS)]
+
+    async def together():
+        tasks = [vllm_engine.submit(r) for r in with_lora]
+        tasks += [vllm_engine.submit(r, use_adapter=False) for r in base]
+        return list(await asyncio.gather(*tasks))
+
+    results = asyncio.run(together())
+    assert [_comparable(r) for r in results[:4]] == [_comparable(r) for r in _hf_one_by_one(hf_engine, with_lora)]
+    assert [_comparable(r) for r in results[4:]] == [
+        _comparable(r) for r in _hf_base_one_by_one(hf_engine, model, base)]
+
+
+@MERGED_ONLY
+def test_base_requests_are_refused_when_the_adapter_is_merged(vllm_engine):
+    with pytest.raises(EngineError, match="VLLM_LORA_MODE=lora"):
+        _generate(vllm_engine, [_request("base", PROMPTS[0])], use_adapter=False)
+
+
+@MERGED_ONLY
 def test_32_concurrent_requests_complete_and_stream(vllm_engine):
     requests = [
         _request(f"c-{i}", PROMPTS[i % len(PROMPTS)], 24, temperature=0.8, seed=i)
@@ -184,6 +269,9 @@ def test_32_concurrent_requests_complete_and_stream(vllm_engine):
     assert vllm_engine.num_unfinished_requests() == 0
 
 
+# -- abort, limits, lifecycle ----------------------------------------------------------------------
+
+
 def _long_running_request(vllm_engine, max_new_tokens: int = 600) -> GenerationRequest:
     """A prompt whose greedy reply runs long (no early EOS), found by running it."""
     for i, prompt in enumerate(PROMPTS):
@@ -193,24 +281,29 @@ def _long_running_request(vllm_engine, max_new_tokens: int = 600) -> GenerationR
     pytest.fail("no prompt of the tiny checkpoint decodes 300 tokens before EOS")
 
 
+@MERGED_ONLY
 def test_an_aborted_request_frees_its_slot(vllm_engine):
     request = _long_running_request(vllm_engine)
+    beside = [_request(f"beside-{i}", p, 40) for i, p in enumerate(PROMPTS[:2])]
 
     async def abort_on_first_delta():
         first = asyncio.Event()
         task = asyncio.ensure_future(vllm_engine.submit(request, lambda _rid, _d: first.set()))
+        others = [asyncio.ensure_future(vllm_engine.submit(r)) for r in beside]
         await first.wait()
         assert await vllm_engine.abort(request.request_id) is True
-        return await task
+        return await task, await asyncio.gather(*others)
 
-    result = asyncio.run(abort_on_first_delta())
+    result, others = asyncio.run(abort_on_first_delta())
     assert result.finish_reason == "abort"
     assert 0 < result.completion_tokens < 300
+    assert all(r.finish_reason in ("stop", "length") for r in others)  # the batch went on
     assert vllm_engine.num_unfinished_requests() == 0
     again = _generate(vllm_engine, [_request("after-abort", PROMPTS[0])])[0]
     assert again.finish_reason in ("stop", "length")
 
 
+@MERGED_ONLY
 def test_a_cancelled_caller_aborts_its_request(vllm_engine):
     request = _long_running_request(vllm_engine)
 
@@ -227,32 +320,57 @@ def test_a_cancelled_caller_aborts_its_request(vllm_engine):
     assert eventually(lambda: vllm_engine.num_unfinished_requests() == 0)
 
 
+@MERGED_ONLY
 def test_abort_of_an_unknown_request_is_false(vllm_engine):
     assert asyncio.run(vllm_engine.abort("nobody")) is False
 
 
+@MERGED_ONLY
 def test_a_request_id_cannot_run_twice_at_once(vllm_engine):
     request = _request("twin", PROMPTS[0])
     with pytest.raises(EngineError, match="already running"):
         _generate(vllm_engine, [request, request])
 
 
+@MERGED_ONLY
 def test_prompt_longer_than_max_model_len_fails_alone(vllm_engine):
+    """A client error (context_too_long, a 400-class status at the API), not a dead engine."""
     long_text = " ".join(["a red circle moves to the left."] * 400)
-    results = _generate(vllm_engine,
-        [_request("too-long", long_text), _request("fine", PROMPTS[0])])
+    results = _generate(vllm_engine, [_request("too-long", long_text), _request("fine", PROMPTS[0])])
     assert results[0].finish_reason == "error" and "VLLM_MAX_MODEL_LEN" in results[0].error
     assert results[0].error_code == FailureCode.CONTEXT_TOO_LONG
+    assert results[0].prompt_tokens > MAX_MODEL_LEN
     assert results[1].finish_reason in ("stop", "length")
+    asyncio.run(vllm_engine.check_health())
 
 
-def test_health_then_shutdown(model, checkpoint):
-    """Own engine: the module's one stays up for the other tests."""
+@MERGED_ONLY
+def test_a_reply_that_reaches_max_model_len_stops_there(vllm_engine, model):
+    """A prompt that fits but leaves less room than max_new_tokens: the reply ends at the
+    context limit, and the engine stays healthy."""
+    sentence = "a red circle moves to the left. "
+
+    def prompt_tokens(n: int) -> int:
+        return int(model.prompt_embeds((Turn("user", sentence * n),), {}).shape[0])
+
+    per_sentence = (prompt_tokens(20) - prompt_tokens(0)) / 20
+    n = int((MAX_MODEL_LEN - 24 - prompt_tokens(0)) / per_sentence)
+    while prompt_tokens(n) >= MAX_MODEL_LEN - 8:
+        n -= 1
+    text = sentence * n
+    result = _generate(vllm_engine, [_request("near-limit", text, 600)])[0]
+    assert MAX_MODEL_LEN - 40 < result.prompt_tokens < MAX_MODEL_LEN
+    assert result.finish_reason in ("stop", "length"), result.error
+    assert result.prompt_tokens + result.completion_tokens <= MAX_MODEL_LEN
+    asyncio.run(vllm_engine.check_health())
+
+
+def test_health_then_shutdown(model, checkpoint, merged_cache):
+    """Own engine (merged: the cached merge makes it quick); the module's stays up."""
     engine = VllmEngine.start(
         VllmModelFiles.of_model(model, checkpoint),
         RequestInputs.for_model(model, cache_size=0),
-        VllmOptions(gpu_memory_utilization=0.2, max_model_len=512, max_num_seqs=4,
-                    dtype="float16", enforce_eager=True),
+        _options("merged", merged_cache, gpu_memory_utilization=0.2, max_model_len=512, max_num_seqs=4),
     )
 
     async def lifecycle():
