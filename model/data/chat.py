@@ -25,6 +25,7 @@ from tqdm import tqdm
 from model.data.instructions import write_jsonl
 from model.data.schema import Conversation, Message
 from model.engine.base import GenerationRequest, SamplingParams, Turn
+from model.network import GPT4VideoModel
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,7 @@ def trim_to_sentence(text: str, min_chars: int = 20) -> str | None:
     return trimmed if len(trimmed) >= min_chars else None
 
 
-def distill(model, prompts: Sequence[ChatPrompt], max_new_tokens: int, batch: int,
+def distill(model: GPT4VideoModel, prompts: Sequence[ChatPrompt], max_new_tokens: int, batch: int,
             progress: bool = True) -> tuple[list[Conversation], dict[str, int]]:
     """Base-model answers for `prompts` as conversations; counts of what was kept and dropped."""
     from model.engine.hf_engine import HFEngine

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from tqdm import tqdm
 
 from model.engine.base import Engine, GenerationRequest, GenerationResult, SamplingParams, Turn
+from model.network import GPT4VideoModel
 
 # Refusals as the project's own refusal message words them, and as instruct bases
 # commonly do ("I can't assist with that", "I'm not able to help"), so the base's own
@@ -70,7 +71,7 @@ def held_out_prompts(limit: int = 200) -> dict[str, list[str]]:
     return {"everyday": everyday[:limit], "harmful": harmful[:limit]}
 
 
-def chat_metrics(engine: Engine, model, batch: int = 32, limit: int = 200, max_new: int = 40,
+def chat_metrics(engine: Engine, model: GPT4VideoModel, batch: int = 32, limit: int = 200, max_new: int = 40,
                  progress: bool = True, with_base: bool = True) -> dict[str, dict[str, dict]]:
     """{"model" | "base": {"everyday" | "harmful": TextMetrics}}; `model` is the engine's GPT4VideoModel."""
     groups = held_out_prompts(limit)

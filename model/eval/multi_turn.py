@@ -20,6 +20,7 @@ from model.data.phrasings import video_request
 from model.data.questions import ATTRIBUTES, answer_is_correct, attribute_question, parse_caption
 from model.data.shapes import ShapesRecord, WorldConfig, caption_for, sample_objects
 from model.engine.base import Engine, GenerationRequest, SamplingParams, Turn
+from model.tags import parse_reply
 
 FOLLOW_UP = "Back to the video I uploaded: "
 
@@ -58,8 +59,6 @@ def multi_turn_metrics(engine: Engine, records: Sequence[ShapesRecord], root: Pa
     histories = [(*h, Turn("assistant", r), Turn("user", FOLLOW_UP + p["q3"].question))
                  for h, r, p in zip(histories, r2, plans, strict=True)]
     r3 = run(histories, paths)
-    from model.tags import parse_reply
-
     ok1 = [answer_is_correct(r, p["q1"]) for r, p in zip(r1, plans, strict=True)]
     ok2 = [any(parse_caption(c) == p["wanted"] for c in parse_reply(r).captions) for r, p in zip(r2, plans,
                                                                                                strict=True)]

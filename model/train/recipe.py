@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chat-prompts", type=int, default=1000, help="everyday prompts answered by the base")
     parser.add_argument("--multi-video-groups", type=int, default=300, help="cap on multi-video dialogues")
     parser.add_argument("--stage1-steps", type=int, default=500)
-    parser.add_argument("--stage2-steps", type=int, default=900)
+    parser.add_argument("--stage2-steps", type=int, default=550)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--eval-chat-limit", type=int, default=200,
                         help="held-out everyday and harmful prompts the final eval asks")
