@@ -161,19 +161,19 @@ def _with_dtype(checkpoint: Path, dtype: str, directory: Path) -> Path:
     return directory
 
 
-def _vllm_threads(engine) -> str:
-    """The threads vLLM's processes compute with: each child's OMP_NUM_THREADS and CPU affinity."""
+def _vllm_threads() -> str:
+    """The CPUs vLLM's processes compute on: per child process, its thread count and the
+    CPU sets its threads are bound to (OpenMP binds each worker thread to one core)."""
     import psutil
 
-    parts = []
+    parts = [f"VLLM_CPU_OMP_THREADS_BIND={os.environ.get('VLLM_CPU_OMP_THREADS_BIND', 'auto')}"]
     for child in psutil.Process().children(recursive=True):
         try:
-            omp = child.environ().get("OMP_NUM_THREADS", "-")
-            cpus = child.cpu_affinity()
-            parts.append(f"{child.name()}: OMP_NUM_THREADS={omp} cpus={cpus}")
+            bound = sorted({tuple(sorted(os.sched_getaffinity(t.id))) for t in child.threads()})
+            parts.append(f"{child.name()}: {child.num_threads()} threads, bound to {bound}")
         except (psutil.Error, OSError):
             continue
-    return "; ".join(parts) or "no child processes found"
+    return "; ".join(parts)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -260,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
                             merged_cache_dir=Path(tmp) / "merged"),
                 eos_token_id=model.tokenizer.eos_token_id,
             )
-            threads[name] = _vllm_threads(vllm)
+            threads[name] = _vllm_threads()
             try:
                 rows += asyncio.run(_bench(vllm, name, levels, args.max_new_tokens, video))
             finally:

@@ -535,9 +535,6 @@ class VllmEngine:
         finally:
             self._loop.stop()
             self._embed_pool.shutdown(wait=True, cancel_futures=True)
-            # Drop AsyncLLM now: its __del__ calls shutdown() again, which at interpreter exit
-            # (module globals already None) prints "TypeError: 'NoneType' object is not callable".
-            self._llm = None
             log.info("vLLM engine shut down")
 
     # -- on the engine loop --------------------------------------------------------------------
