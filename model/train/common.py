@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState, GradientState
 from accelerate.utils import set_seed
 from torch import nn
 from tqdm import tqdm
@@ -88,6 +89,16 @@ def pick_mixed_precision(requested: str) -> str:
 
 
 def make_accelerator(cfg: TrainConfig) -> Accelerator:
+    """A fresh Accelerator for one training run.
+
+    accelerate keeps its state (mixed precision, devices, accumulation) in process-wide
+    singletons and refuses a second Accelerator whose settings differ. A process here can
+    run several stages one after another (`gpt4video train shapes-default`: stage 0 in
+    fp32, stage 1 in bf16), so each run starts from a cleared state, as accelerate's own
+    test suite does between tests. A distributed process group, if any, is left alone.
+    """
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
     return Accelerator(
         mixed_precision=pick_mixed_precision(cfg.mixed_precision),
         gradient_accumulation_steps=cfg.grad_accum,
