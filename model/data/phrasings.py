@@ -52,6 +52,7 @@ class Phrasings(BaseModel):
     questions: dict[str, dict[str, list[Family]]]  # attribute -> "one" / "two" / "any" -> families
     requests: dict[str, list[Family]]  # "object" / "clause" -> families
     motion_phrases: MotionPhrases
+    follow_ups: SplitWords  # prefixes that bring a question back to the uploaded video ("" = none)
 
 
 @functools.cache
@@ -112,6 +113,12 @@ def motion_phrase(motion: str, rng: np.random.Generator, split: PhrasingSplit, f
     phrases: SplitPhrases = getattr(phrasings().motion_phrases, form)
     table = phrases.test if split == "test" else phrases.train
     return _pick(rng, table[motion])
+
+
+def follow_up_prefix(rng: np.random.Generator, split: PhrasingSplit) -> str:
+    """A prefix that points a question back at the uploaded video, e.g. 'About my video: '."""
+    words = phrasings().follow_ups
+    return _pick(rng, words.test if split == "test" else words.train)
 
 
 def describe_request_objects(objects: Sequence[ShapeObject], rng: np.random.Generator, split: PhrasingSplit) -> str:

@@ -22,7 +22,7 @@ from typing import Protocol
 import httpx
 import numpy as np
 
-from model.data.phrasings import draw_template, fill, motion_phrase, phrasings, video_request
+from model.data.phrasings import draw_template, fill, follow_up_prefix, motion_phrase, phrasings, video_request
 from model.data.questions import ATTRIBUTES, attribute_question, describe_question
 from model.data.schema import Message
 from model.data.shapes import (
@@ -30,8 +30,11 @@ from model.data.shapes import (
     MOTIONS,
     ShapeObject,
     ShapesRecord,
+    WorldConfig,
+    caption_for,
     first_mover,
     object_names,
+    sample_objects,
     video_caption,
 )
 from model.tags import parse_reply
@@ -94,6 +97,8 @@ class TemplateWriter:
     min_rounds: int = 2
     max_rounds: int = 4
     follow_up_generation_prob: float = 0.3  # end a video dialogue by asking for a variation
+    # Ask for an unrelated new video after the first round, then come back to the upload.
+    interleaved_generation_prob: float = 0.3
 
     def single_video(self, item: CaptionItem, rng: np.random.Generator) -> list[Message]:
         rounds = int(rng.integers(self.min_rounds, self.max_rounds + 1))
@@ -103,18 +108,38 @@ class TemplateWriter:
         else:
             kinds = [*ATTRIBUTES, "describe"]
             for kind in rng.permutation(kinds)[:rounds]:
-                if kind == "describe":
-                    pairs.append((describe_question(rng)[1], item.caption))
-                else:
-                    q = attribute_question(item.record, str(kind), rng)  # type: ignore[arg-type]
-                    pairs.append((q.question, q.answer))
+                pairs.append(self._question(item, str(kind), rng))
         messages: list[Message] = []
         for i, (question, answer) in enumerate(pairs):
             messages.append(Message(role="user", content=question, videos=[0] if i == 0 else []))
             messages.append(Message(role="assistant", content=answer))
+        if item.record is not None and rng.random() < self.interleaved_generation_prob:
+            messages = self._interleave_request(item, messages, rng)
         if item.record is not None and rng.random() < self.follow_up_generation_prob:
             messages.extend(self._variation(item.record, rng))
         return messages
+
+    def _question(self, item: CaptionItem, kind: str, rng: np.random.Generator) -> tuple[str, str]:
+        if kind == "describe" or item.record is None:
+            return describe_question(rng)[1], item.caption
+        q = attribute_question(item.record, kind, rng)  # type: ignore[arg-type]
+        return q.question, q.answer
+
+    def _interleave_request(self, item: CaptionItem, messages: list[Message],
+                            rng: np.random.Generator) -> list[Message]:
+        """After the first round: a request for a new video of other objects (tagged reply),
+        then a question about the uploaded video again, often introduced as such
+        ("About my video: ..."), so the model keeps the two apart."""
+        objects = sample_objects(rng, WorldConfig(), WorldConfig().min_frames)
+        request = [Message(role="user", content=video_request(objects, rng)[1]),
+                   Message(role="assistant", content=tagged(caption_for(objects)))]
+        rest = messages[2:]
+        if not rest:  # one round only: ask one more question about the upload after the request
+            question, answer = self._question(item, str(rng.choice([*ATTRIBUTES, "describe"])), rng)
+            rest = [Message(role="user", content=question), Message(role="assistant", content=answer)]
+        prefix = follow_up_prefix(rng, "train")
+        rest[0] = rest[0].model_copy(update={"content": prefix + rest[0].content})
+        return [*messages[:2], *request, *rest]
 
     def _variation(self, record: ShapesRecord, rng: np.random.Generator) -> list[Message]:
         """'Now show me one where the circle moves up.' -> a tagged caption of the changed video."""

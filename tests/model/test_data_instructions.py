@@ -74,12 +74,14 @@ def test_answers_are_right_and_tags_only_where_asked(shapes_dir: Path) -> None:
                 continue
             request = conv.messages[i - 1].content
             tags = parse_reply(msg.content).captions
-            if conv.source == "generation" or request.startswith("Now show me"):
+            if conv.source == "generation" or request.startswith("Now show me") or _names_all(request, tags):
                 assert len(tags) == 1 and parse_caption(tags[0]) is not None
             else:
                 assert tags == ()
             if conv.source == "understanding" and msg.content == by_video[conv.videos[0]].caption:
-                assert request in describe_requests  # a caption answers only a describe request
+                asked = next((request[len(p):] for p in phrasings().follow_ups.train if p and request.startswith(p)),
+                             request)
+                assert asked in describe_requests  # a caption answers only a describe request
     # The answers a record gets are the ones the scorer accepts.
     rng = np.random.default_rng(0)
     for record in by_video.values():
@@ -101,6 +103,33 @@ def test_generation_reply_names_what_was_requested(shapes_dir: Path) -> None:
         assert _shapes_named(caption) == _shapes_named(request)
     orders = [_shapes_named(c.messages[0].content) for c in convs]
     assert any(len(o) == 2 and o != sorted(o) for o in orders), "grow the fixture: no out-of-order request"
+
+
+def _names_all(request: str, tags: tuple[str, ...]) -> bool:
+    """A request for a new video names every object of the one tag it gets."""
+    triples = parse_caption(tags[0]) if len(tags) == 1 else None
+    return bool(triples) and all(f"{t.colour} {t.shape}" in request for t in triples)
+
+
+def test_a_new_video_request_inside_a_video_dialogue_comes_back_to_the_upload(shapes_dir: Path) -> None:
+    items = read_caption_items(shapes_dir / "train.jsonl", shapes_dir)
+    writer = TemplateWriter(min_rounds=1, max_rounds=3, interleaved_generation_prob=1.0, follow_up_generation_prob=0)
+    rng = np.random.default_rng(0)
+    prefixes = [p for p in phrasings().follow_ups.train if p]
+    prefixed = 0
+    for item in items:
+        messages = writer.single_video(item, rng)
+        assert [m.role for m in messages] == ["user", "assistant"] * (len(messages) // 2)
+        request, reply = messages[2].content, messages[3].content
+        tags = parse_reply(reply).captions
+        assert messages[2].videos == [] and _names_all(request, tags)  # the new video is what was asked
+        assert len(messages) >= 6  # at least one question about the upload comes after it
+        after = messages[4].content
+        assert not any(p in request for p in prefixes)
+        prefixed += any(after.startswith(p) for p in prefixes)
+        for answer in messages[5::2]:
+            assert parse_reply(answer.content).captions == ()  # answered about the upload, not a new tag
+    assert prefixed > 0
 
 
 def _shapes_named(text: str) -> list[str]:
