@@ -9,7 +9,8 @@ init (fresh abstractor + no-op LoRA on the base) -> data chat (everyday prompts 
 by the frozen base) -> stage 1 (abstractor on captions) -> stage 2 (LoRA r16 q/v +
 abstractor on dialogues, chat and refusals mixed in) -> eval. Each step is the command a
 user would run (its `main(argv)`); the final checkpoint (no training state, no base
-weights) is copied to `model/checkpoints/shapes-small/`. `--scale` trains longer.
+weights) is copied to `model/checkpoints/shapes-small/`. `--scale` trains longer;
+`--continue-from CKPT` rebuilds the data and runs stage 2 on from a trained checkpoint.
 """
 
 from __future__ import annotations
@@ -57,6 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--base", default=DEFAULT_BASE, help="named base LLM (gpt4video build-base)")
     parser.add_argument("--vision-from", type=Path,
                         help="take this checkpoint's vision tower instead of pretraining one in stage 0")
+    parser.add_argument("--continue-from", type=Path,
+                        help="a trained checkpoint on the same base: skip stage 0, init and stage 1, and run "
+                             "stage 2 on from its abstractor and LoRA (the data is rebuilt)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--train-videos", type=int, default=2100)
     parser.add_argument("--val-videos", type=int, default=100)
@@ -74,6 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--multi-video-groups", type=int, default=300, help="cap on multi-video dialogues")
     parser.add_argument("--stage1-steps", type=int, default=500)
     parser.add_argument("--stage2-steps", type=int, default=550)
+    parser.add_argument("--stage2-lr", type=float, default=1e-3)
+    parser.add_argument("--chat-repeat", type=int, default=1,
+                        help="times the chat dialogues appear in stage 2's data (their sampling weight)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--eval-chat-limit", type=int, default=200,
                         help="held-out everyday and harmful prompts the final eval asks")
@@ -112,36 +119,51 @@ def main(argv: list[str] | None = None) -> int:
             "--per-video", str(args.binding_per_video), "--seed", str(args.seed + 200)], timings)
 
     vision_from = args.vision_from
-    if vision_from is None:  # no pretrained tower: stage 0 pretrains the small one (vision only)
+    if args.continue_from is not None:
+        start = args.continue_from
+    elif vision_from is None:  # no pretrained tower: stage 0 pretrains the small one (vision only)
         vision_from = work / "stage0"
         _run("train stage0 vision", stage0.main, [
             "--captions", str(data / "train.jsonl"), "--val-captions", str(data / "val.jsonl"),
             "--out", str(vision_from), "--seed", str(args.seed), "--vision-steps", steps(800),
             "--vision-batch", "48", "--llm-steps", "0",
             *[f"--size={k}={v}" for k, v in VISION_SIZES.items()], *quiet], timings)
-    _run("train init", init.main, [
-        "--vision-from", str(vision_from), "--out", str(work / "init"), "--base", args.base,
-        "--seed", str(args.seed)], timings)
-    if args.chat_prompts:
-        extra_files.append(str(work / "chat-train.jsonl"))
+    if args.continue_from is None:
+        start = work / "init"
+        _run("train init", init.main, [
+            "--vision-from", str(vision_from), "--out", str(start), "--base", args.base,
+            "--seed", str(args.seed)], timings)
+    if args.chat_prompts:  # the base answers with the adapter disabled: any checkpoint on it will do
+        chat_file = str(work / "chat-train.jsonl")
+        extra_files += [chat_file] * max(1, args.chat_repeat)
         _run("data chat", chat.main, [
-            "--checkpoint", str(work / "init"), "--out", extra_files[-1], "--split", "train",
+            "--checkpoint", str(start), "--out", chat_file, "--split", "train",
             "--limit", str(args.chat_prompts), "--max-new-tokens", "80", *quiet], timings)
-    _run("train stage1", stage1.main, [
-        "--checkpoint", str(work / "init"), "--captions", str(data / "train.jsonl"),
-        "--val-captions", str(data / "val.jsonl"), "--out", str(work / "stage1"),
-        "--steps", steps(args.stage1_steps), "--lr", "1e-3", *loop], timings)
+    earlier_logs: list[str] = []
+    if args.continue_from is None:
+        _run("train stage1", stage1.main, [
+            "--checkpoint", str(start), "--captions", str(data / "train.jsonl"),
+            "--val-captions", str(data / "val.jsonl"), "--out", str(work / "stage1"),
+            "--steps", steps(args.stage1_steps), "--lr", "1e-3", *loop], timings)
+        start = work / "stage1"
+    else:
+        log_file = args.continue_from / "training_log.jsonl"
+        earlier_logs = log_file.read_text().splitlines() if log_file.is_file() else []
     _run("train stage2", stage2.main, [
-        "--checkpoint", str(work / "stage1"), "--instructions", str(work / "instructions-train.jsonl"),
+        "--checkpoint", str(start), "--instructions", str(work / "instructions-train.jsonl"),
         *extra_files, "--val-instructions", str(work / "instructions-val.jsonl"), "--out", str(work / "stage2"),
-        "--train-abstractor", "--steps", steps(args.stage2_steps), "--lr", "1e-3", *loop], timings)
+        "--train-abstractor", "--steps", steps(args.stage2_steps), "--lr", str(args.stage2_lr), *loop], timings)
 
     if args.out.exists():
         shutil.rmtree(args.out)
     shutil.copytree(work / "stage2", args.out)
-    stages = ("stage1", "stage2") if args.vision_from else ("stage0", "stage1", "stage2")
-    logs = [json.loads(line) for s in stages
-            for line in (work / s / "training_log.jsonl").read_text().splitlines() if line.strip()]
+    if args.continue_from is not None:
+        stages: tuple[str, ...] = ("stage2",)
+    else:
+        stages = ("stage1", "stage2") if args.vision_from else ("stage0", "stage1", "stage2")
+    logs = [json.loads(line) for line in earlier_logs if line.strip()]
+    logs += [json.loads(line) for s in stages
+             for line in (work / s / "training_log.jsonl").read_text().splitlines() if line.strip()]
     train_wall = round(time.perf_counter() - started, 1)
     (args.out / "training_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in logs))
 

@@ -58,3 +58,19 @@ def test_recipe_runs_every_step_on_the_frozen_base(tmp_path: Path) -> None:
     shipped_abstractor = load_file(str(out / "abstractor.safetensors"))
     assert any(not torch.equal(init_abstractor[k], shipped_abstractor[k]) for k in init_abstractor)
     assert load_checkpoint(out).config.info["trained"] is True
+
+    # --continue-from: the data is rebuilt and stage 2 runs on from the shipped checkpoint.
+    again = tmp_path / "continued"
+    assert recipe.main([
+        "--work", str(tmp_path / "work2"), "--out", str(again), "--continue-from", str(out),
+        "--train-videos", "48", "--val-videos", "4", "--test-videos", "3", "--scale", "0.004",
+        "--multi-video-groups", "2", "--binding-per-video", "1", "--chat-prompts", "3", "--chat-repeat", "2",
+        "--eval-chat-limit", "3", "--no-progress",
+    ]) == 0
+    report = json.loads((again / "recipe.json").read_text())
+    assert {"data chat", "train stage2", "eval"} <= set(report["timings_s"])
+    assert not {"train stage0 vision", "train init", "train stage1"} & set(report["timings_s"])
+    log = [json.loads(line) for line in (again / "training_log.jsonl").read_text().splitlines()]
+    assert [r["stage"] for r in log] == ["stage0", "stage1", "stage2", "stage2"]
+    continued = load_file(str(again / "lora" / "adapter_model.safetensors"))
+    assert any(not torch.equal(continued[k], lora[k]) for k in lora)
