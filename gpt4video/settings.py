@@ -53,6 +53,11 @@ class Settings(BaseSettings):
     max_messages: int = Field(default=64, ge=1)
     max_prompt_chars: int = Field(default=8000, ge=1)
     max_pending_llm_requests: int = Field(default=256, ge=1)
+    # The model id of the OpenAI-compatible routes (GET /v1/models; a request's "model").
+    served_model_name: str = Field(default="gpt4video", min_length=1)
+    # Bearer token for GET /metrics. Without API_KEYS /metrics is open; with API_KEYS it
+    # answers only this token (none set: /metrics is closed).
+    metrics_token: str = ""
 
     # --- llm worker -------------------------------------------------------------------
     engine: Literal["hf", "vllm"] = "hf"
