@@ -75,7 +75,7 @@ def envelope(status: int, type_: str, message: str, code: str, headers: dict[str
                         headers=headers)
 
 
-def _validation_message(exc: RequestValidationError) -> str:
+def validation_message(exc: RequestValidationError) -> str:
     parts = []
     for err in exc.errors()[:5]:
         loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
@@ -90,12 +90,12 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return envelope(422, "invalid_request", _validation_message(exc), "validation_error")
+        return envelope(422, "invalid_request", validation_message(exc), "validation_error")
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         type_ = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized"}.get(exc.status_code, "http_error")
-        return envelope(exc.status_code, type_, str(exc.detail), type_)
+        return envelope(exc.status_code, type_, str(exc.detail), type_, exc.headers)  # 405 keeps its Allow
 
     @app.exception_handler(RedisConnectionError)
     @app.exception_handler(RedisTimeoutError)

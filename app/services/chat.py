@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -103,30 +105,66 @@ async def chat(ctx: ChatContext, request: wire.LLMRequest, video: VideoParams) -
     return await finish_reply(ctx, reply, video)
 
 
-def _sse(event: str, data: str) -> str:
-    return f"event: {event}\ndata: {data}\n\n"
+@dataclass(frozen=True)
+class TextDelta:
+    """Text the model has just decoded (raw: caption tags still in it)."""
+
+    text: str
 
 
-async def chat_events(ctx: ChatContext, request: wire.LLMRequest, video: VideoParams) -> AsyncIterator[str]:
-    """Server-sent events: `delta` ({"text"}) while decoding, then `done` (the ChatResponse)
-    or `error` (the error envelope). The request is submitted before streaming starts, so
-    submission errors are ordinary HTTP errors."""
-    import json
+@dataclass(frozen=True)
+class Completed:
+    response: ChatResponse
 
+
+@dataclass(frozen=True)
+class Failed:
+    error: APIError
+
+
+StreamEvent = TextDelta | Completed | Failed
+
+
+async def chat_stream(ctx: ChatContext, request: wire.LLMRequest, video: VideoParams) -> AsyncIterator[StreamEvent]:
+    """A submitted request's events: `TextDelta`s while decoding, then one `Completed` (the
+    reply's jobs enqueued) or `Failed`. A consumer that stops early aborts the request, so
+    a client that goes away mid-stream frees its engine slot. Each route formats these in
+    its own protocol (`chat_events` here, `app.openai_api.stream` for OpenAI chunks)."""
     llm = ctx.llm
     completed = False
     try:
         async for kind, value in llm.events(request.id, ctx.settings.llm_request_timeout_s):
             if kind == "delta":
-                yield _sse("delta", json.dumps({"text": value}))
+                assert isinstance(value, str)
+                yield TextDelta(value)
             else:
                 assert isinstance(value, wire.LLMReply)
                 response = await finish_reply(ctx, value, video)
                 completed = True
-                yield _sse("done", response.model_dump_json())
+                yield Completed(response)
     except APIError as exc:
         completed = True
-        yield _sse("error", json.dumps({"error": {"type": exc.type, "message": exc.message, "code": exc.code}}))
+        yield Failed(exc)
     finally:
-        if not completed:  # the client went away mid-stream: free the engine slot
+        if not completed:
             await llm.abort(request.id)
+
+
+def _sse(event: str, data: str) -> str:
+    return f"event: {event}\ndata: {data}\n\n"
+
+
+async def chat_events(ctx: ChatContext, request: wire.LLMRequest, video: VideoParams) -> AsyncIterator[str]:
+    """/v1/chat's server-sent events: `delta` ({"text"}) while decoding, then `done` (the
+    ChatResponse) or `error` (the error envelope). The request is submitted before streaming
+    starts, so submission errors are ordinary HTTP errors."""
+    async with aclosing(chat_stream(ctx, request, video)) as events:
+        async for event in events:
+            if isinstance(event, TextDelta):
+                yield _sse("delta", json.dumps({"text": event.text}))
+            elif isinstance(event, Completed):
+                yield _sse("done", event.response.model_dump_json())
+            else:
+                exc = event.error
+                yield _sse("error", json.dumps({"error": {"type": exc.type, "message": exc.message,
+                                                          "code": exc.code}}))
