@@ -12,7 +12,7 @@ import redis.asyncio as aioredis
 from fastapi import FastAPI
 
 from app.errors import install_error_handlers
-from app.routers import chat, health, jobs, videos
+from app.routers import chat, health, jobs, openai_chat, videos
 from app.uploads import VideoStore
 from gpt4video.jobs import JobStore
 from gpt4video.settings import Settings, get_settings
@@ -43,7 +43,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    for router in (health.router, videos.router, chat.build_router(settings), jobs.router):
+    for router in (health.router, videos.router, chat.build_router(settings), openai_chat.build_router(settings),
+                   jobs.router):
         app.include_router(router)
     return app
 

@@ -1,0 +1,40 @@
+"""One service for the tests of the service's outer surfaces (OpenAI-compatible routes,
+the OpenAPI contract, /metrics), started once for this package: real Redis, the real API
+and LLM worker on the scripted checkpoint, with API keys and a metrics token set."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from tests.app.conftest import Service, app_redis_url, service_env, start_api
+
+KEY = "surface-key-a"
+OTHER_KEY = "surface-key-b"
+METRICS_TOKEN = "surface-metrics-token"
+SURFACE_ENV = {"API_KEYS": f"{KEY},{OTHER_KEY}", "METRICS_TOKEN": METRICS_TOKEN,
+               "MAX_UPLOAD_BYTES": str(1024 * 1024), "SERVED_MODEL_NAME": "gpt4video-test"}
+
+
+@pytest.fixture(scope="package")
+def service(scripted_checkpoint_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    url = app_redis_url()
+    conn = redis.Redis.from_url(url)
+    try:
+        conn.ping()
+    except redis.ConnectionError as exc:
+        pytest.fail(f"these tests need a Redis server at {url}: {exc}")
+    conn.flushdb()
+    tmp = tmp_path_factory.mktemp("surface")
+    env = service_env(url, tmp / "data", scripted_checkpoint_dir, **SURFACE_ENV)
+    svc = Service(base_url="", data_dir=tmp / "data", redis_url=url, env=env, tmp=tmp)
+    try:
+        svc.start_worker()
+        svc.api, svc.base_url = start_api(env, tmp)
+        yield svc
+    finally:
+        svc.stop()
+        conn.flushdb()
