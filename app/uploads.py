@@ -52,12 +52,24 @@ class VideoStore:
     def exists(self, video_id: str) -> bool:
         return self.path_for(video_id).is_file()
 
+    def remove(self, video_id: str) -> bool:
+        """Delete a stored video and its info; False when there was nothing to delete."""
+        path = self.path_for(video_id)
+        path.with_suffix(".json").unlink(missing_ok=True)
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return False
+        return True
+
     def commit(self, temp: Path, video_id: str, info: dict) -> bool:
-        """Move a probed upload into place; False when those bytes were already stored."""
+        """Move a probed upload into place; False when those bytes were already stored (their
+        modification time is then renewed: retention counts from the last upload)."""
         final = self.path_for(video_id)
         final.parent.mkdir(parents=True, exist_ok=True)
         if final.is_file():
             temp.unlink(missing_ok=True)
+            os.utime(final)
             return False
         meta = final.with_suffix(".json")
         meta_tmp = meta.with_suffix(f".json.{uuid.uuid4().hex}.tmp")

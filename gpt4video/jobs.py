@@ -12,10 +12,13 @@ import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
 import redis
 from rq import Queue, Retry
+from rq.exceptions import InvalidJobOperation, NoSuchJobError
+from rq.job import Job
 
 from model.t2v_request import VideoParams
 
@@ -31,10 +34,12 @@ class JobStatus(StrEnum):
     FAILED = "failed"
     REFUSED = "refused"
     EXPIRED = "expired"
+    CANCELED = "canceled"  # by its owner (DELETE /v1/jobs/{id}); sticky: no later update applies
 
     @property
     def is_final(self) -> bool:
-        return self in {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.REFUSED, JobStatus.EXPIRED}
+        return self in {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.REFUSED, JobStatus.EXPIRED,
+                        JobStatus.CANCELED}
 
 
 class JobNotFound(KeyError):
@@ -55,10 +60,7 @@ class JobRecord:
     updated_at: float = field(default_factory=time.time)
 
     def to_redis(self) -> dict[str, str]:
-        raw = asdict(self)
-        out: dict[str, str] = {}
-        for key, value in raw.items():
-            out[key] = value if isinstance(value, str) else json.dumps(value)
+        out = {key: _encode(value) for key, value in asdict(self).items()}
         out["status"] = str(self.status)
         return out
 
@@ -80,12 +82,22 @@ class JobRecord:
         )
 
 
+# Set fields unless the record is gone (0) or canceled (-1); canceled records never change again.
+_UPDATE_UNLESS_CANCELED = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if redis.call('HGET', KEYS[1], 'status') == 'canceled' then return -1 end
+redis.call('HSET', KEYS[1], unpack(ARGV))
+return 1
+"""
+
+
 class JobStore:
     """CRUD over job records. Explicit connection; no module globals."""
 
     def __init__(self, connection: redis.Redis, record_ttl_s: int) -> None:
         self.redis = connection
         self.record_ttl_s = record_ttl_s
+        self._update = connection.register_script(_UPDATE_UNLESS_CANCELED)
 
     def create(self, record: JobRecord) -> None:
         key = _KEY.format(record.id)
@@ -103,15 +115,36 @@ class JobStore:
             raise JobNotFound(job_id)
         return record
 
-    def update(self, job_id: str, **fields: Any) -> None:
-        """Set some fields (status, progress, result, error) of an existing record."""
+    def update(self, job_id: str, **fields: Any) -> bool:
+        """Set some fields (status, progress, result, error) of an existing record, atomically
+        unless it is canceled: then nothing changes and the answer is False."""
         fields["updated_at"] = time.time()
-        encoded = {k: (str(v) if isinstance(v, StrEnum) else v if isinstance(v, str) else json.dumps(v))
-                   for k, v in fields.items()}
+        args = [part for key, value in fields.items() for part in (key, _encode(value))]
+        applied = int(self._update(keys=[_KEY.format(job_id)], args=args))
+        if applied == 0:
+            raise JobNotFound(job_id)
+        return applied == 1
+
+    def cancel(self, job_id: str, error: dict[str, str]) -> None:
+        """End the record `canceled` (whatever it was), dropping any result."""
         key = _KEY.format(job_id)
         if not self.redis.exists(key):
             raise JobNotFound(job_id)
-        self.redis.hset(key, mapping=encoded)
+        self.redis.hset(key, mapping={"status": str(JobStatus.CANCELED), "error": json.dumps(error),
+                                      "result": "null", "updated_at": json.dumps(time.time())})
+
+    def expire(self, job_id: str, ttl_s: int) -> None:
+        """Let the record live `ttl_s` more seconds (e.g. as long as its output is kept)."""
+        self.redis.expire(_KEY.format(job_id), ttl_s)
+
+
+def _encode(value: Any) -> str:
+    return str(value) if isinstance(value, StrEnum) else value if isinstance(value, str) else json.dumps(value)
+
+
+def output_path(outputs_dir: Path, job_id: str) -> Path:
+    """Deterministic per job: a retried or duplicated job can only ever produce this file."""
+    return outputs_dir / f"{job_id}.mp4"
 
 
 def new_job_id() -> str:
@@ -144,3 +177,21 @@ def enqueue_video_job(
         description=f"t2v {record.id}",
     )
     return record
+
+
+CANCELED_ERROR = {"type": "canceled", "code": "canceled",
+                  "message": "canceled by its owner (DELETE /v1/jobs/{id}); its video, if any, was removed"}
+
+
+def cancel_video_job(store: JobStore, job_id: str) -> None:
+    """End the record `canceled`, then take a still-queued render job off the queue.
+
+    A running render sees the canceled record at its next denoising step (its progress
+    update does not apply) and stops; see `workers.t2v_render`."""
+    store.cancel(job_id, CANCELED_ERROR)
+    try:
+        job = Job.fetch(job_id, connection=store.redis)
+        if job.get_status(refresh=False) in {"queued", "scheduled", "deferred"}:
+            job.cancel()
+    except (NoSuchJobError, InvalidJobOperation):
+        pass  # already gone or already ended: the record is what counts

@@ -121,6 +121,33 @@ class Settings(BaseSettings):
     # How often an idle t2v worker cleans RQ registries (finds abandoned jobs).
     t2v_maintenance_interval_s: int = Field(default=30, ge=1)
 
+    # --- data lifecycle (issue 17) -----------------------------------------------------
+    # An upload is kept this long after its last upload (0: until its owners delete it);
+    # a generated MP4, and its job record, this long after it was written (0: forever).
+    video_retention_s: int = Field(default=30 * 24 * 3600, ge=0)
+    output_retention_s: int = Field(default=7 * 24 * 3600, ge=0)
+    # The API's reaper: a pass every REAPER_INTERVAL_S, looking at no more than
+    # REAPER_MAX_FILES files; temporaries older than TMP_MAX_AGE_S are orphans.
+    reaper_interval_s: float = Field(default=60.0, gt=0)
+    reaper_max_files: int = Field(default=2000, ge=1)
+    tmp_max_age_s: int = Field(default=3600, ge=1)
+    # Uploads are refused (507) past DISK_MAX_BYTES stored under DATA_DIR (0: no cap) or
+    # with less than DISK_MIN_FREE_BYTES free on its filesystem.
+    disk_max_bytes: int = Field(default=0, ge=0)
+    disk_min_free_bytes: int = Field(default=256 * 1024 * 1024, ge=0)
+
+    # --- per-key limits (0: no limit) -------------------------------------------------
+    key_max_concurrent_llm: int = Field(default=16, ge=0)
+    key_max_active_jobs: int = Field(default=32, ge=0)
+    key_upload_bytes_per_day: int = Field(default=0, ge=0)
+
+    # --- graceful stop ----------------------------------------------------------------
+    # After SIGTERM the API finishes in-flight requests for this long, then closes them.
+    api_grace_s: float = Field(default=30.0, gt=0)
+    # `gpt4video up` starts its own redis-server (AOF, appendfsync everysec, under
+    # DATA_DIR/redis) on this port unless REDIS_URL is set.
+    managed_redis_port: int = Field(default=6390, ge=1, le=65535)
+
     @field_validator("redis_url")
     @classmethod
     def _redis_scheme(cls, value: str) -> str:

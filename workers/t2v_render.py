@@ -19,7 +19,7 @@ import numpy as np
 from rq.job import Job
 from rq.timeouts import JobTimeoutException
 
-from gpt4video.jobs import JobNotFound, JobRecord, JobStatus, JobStore
+from gpt4video.jobs import JobNotFound, JobRecord, JobStatus, JobStore, output_path
 from model.safety.base import FrameChecker, SafetyVerdict
 from model.safety.policy import screen_frames
 from model.t2v import InvalidVideoParams, T2VBackend
@@ -37,11 +37,11 @@ class RenderContext:
     frame_checker: FrameChecker
     outputs_dir: Path
     safety_sample_frames: int = 8
+    output_retention_s: int = 0  # 0: the record keeps JOB_RECORD_TTL_S
 
 
-def output_path(outputs_dir: Path, job_id: str) -> Path:
-    """Deterministic per job: a retried or duplicated job can only ever produce this file."""
-    return outputs_dir / f"{job_id}.mp4"
+class RenderCanceled(Exception):
+    """The job's record was canceled while it rendered; the render stops where it is."""
 
 
 def render_job(ctx: RenderContext, job_id: str, rq_job: Job | None) -> dict[str, Any]:
@@ -56,6 +56,10 @@ def render_job(ctx: RenderContext, job_id: str, rq_job: Job | None) -> dict[str,
         return {"status": str(record.status)}
     try:
         return _render(ctx, record, rq_job)
+    except RenderCanceled:
+        output_path(ctx.outputs_dir, job_id).unlink(missing_ok=True)  # the API may have removed it first
+        log.info("job %s canceled by its owner; render stopped", job_id)
+        return {"status": str(JobStatus.CANCELED)}
     except Exception as exc:
         _record_failure(ctx.store, job_id, rq_job, exc)
         raise
@@ -86,7 +90,7 @@ def _render(ctx: RenderContext, record: JobRecord, rq_job: Job | None) -> dict[s
     if verdict.flagged:
         path.unlink(missing_ok=True)  # a duplicate run must not leave an earlier copy behind
         error = {"type": "refused", "message": _refusal_message(verdict), "code": "unsafe_output"}
-        store.update(record.id, status=JobStatus.REFUSED, error=error, progress=progress.last)
+        _applied_or_canceled(store.update(record.id, status=JobStatus.REFUSED, error=error, progress=progress.last))
         log.warning("job %s refused by the frame check: %s", record.id, verdict)
         return {"status": str(JobStatus.REFUSED), "error": error}
 
@@ -109,8 +113,10 @@ def _render(ctx: RenderContext, record: JobRecord, rq_job: Job | None) -> dict[s
         "timings": {"pipeline_s": round(pipeline_s, 6), "progress_s": round(progress.seconds, 6),
                     "encode_write_s": round(encode_s, 6)},
     }
-    store.update(record.id, status=JobStatus.SUCCEEDED, result=result, error=None,
-                 progress={"step": total, "total": total})
+    _applied_or_canceled(store.update(record.id, status=JobStatus.SUCCEEDED, result=result, error=None,
+                                      progress={"step": total, "total": total}))
+    if ctx.output_retention_s:
+        store.expire(record.id, ctx.output_retention_s)  # the record lives as long as its MP4
     log.info("job %s done: %s (%d frames, %.2fs pipeline)", record.id, path, frames.shape[0],
              pipeline_s)
     return {"status": str(JobStatus.SUCCEEDED), "path": result["path"]}
@@ -132,11 +138,17 @@ class _ProgressReporter:
         fields: dict[str, Any] = {"progress": self.last}
         if status is not None:
             fields.update(status=status, error=None)
-        self.store.update(self.job_id, **fields)
+        _applied_or_canceled(self.store.update(self.job_id, **fields))
         if self.rq_job is not None:
             self.rq_job.meta["progress"] = self.last
             self.rq_job.save_meta()
         self.seconds += time.perf_counter() - started
+
+
+def _applied_or_canceled(applied: bool) -> None:
+    """A record update that did not apply means the owner canceled the job: stop rendering."""
+    if not applied:
+        raise RenderCanceled
 
 
 def sample_evenly(frames: np.ndarray, count: int) -> np.ndarray:

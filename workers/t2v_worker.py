@@ -154,6 +154,7 @@ def build_worker(settings: Settings, *, name: str | None = None,
         frame_checker=frame_checker or load_frame_checker(settings.t2v_frame_checker),
         outputs_dir=settings.outputs_dir.resolve(),
         safety_sample_frames=settings.t2v_safety_sample_frames,
+        output_retention_s=settings.output_retention_s,
     )
     context.outputs_dir.mkdir(parents=True, exist_ok=True)
     return T2VWorker(

@@ -1,17 +1,18 @@
-"""POST /v1/videos (upload) and POST /v1/videos/understand (upload or id + a prompt)."""
+"""POST /v1/videos (upload), POST /v1/videos/understand (upload or id + a prompt) and
+DELETE /v1/videos/{id}."""
 
 from __future__ import annotations
 
 import re
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 from pydantic import ValidationError
 
 from app.deps import JobStoreDep, OwnerDep, RedisDep, SettingsDep
 from app.errors import Unprocessable
 from app.schemas import VIDEO_ID_PATTERN, ChatResponse, SamplingFields, VideoUploadResponse, chat_schemas
 from app.services.chat import ChatContext, build_request, chat
-from app.services.videos import store_upload
+from app.services.videos import delete_video, store_upload
 from model.t2v_request import VideoParams
 
 router = APIRouter(prefix="/v1/videos", tags=["videos"])
@@ -69,3 +70,11 @@ async def understand_video(request: Request, settings: SettingsDep, redis: Redis
     message = message.model_copy(update={"videos": [video_id]})
     llm_request = await build_request(ctx, [message], sampling, stream=False)
     return await chat(ctx, llm_request, VideoParams())
+
+
+@router.delete("/{video_id}", status_code=204, response_class=Response)
+async def remove_video(video_id: str, request: Request, redis: RedisDep, owner: OwnerDep) -> Response:
+    """Delete your upload. Another key holding the same bytes keeps its copy; the file goes
+    when its last owner deletes it. Idempotent."""
+    await delete_video(video_id, request.app.state.video_store, redis, owner)
+    return Response(status_code=204)

@@ -10,10 +10,14 @@ import redis
 from app.errors import NotFound
 from app.schemas import JobError, JobProgress, JobResponse, JobVideoResult
 from gpt4video.job_recovery import reconcile_job
-from gpt4video.jobs import JobNotFound, JobRecord, JobStatus, JobStore
+from gpt4video.jobs import JobNotFound, JobRecord, JobStatus, JobStore, cancel_video_job, output_path
 from gpt4video.settings import Settings
 
 log = logging.getLogger("gpt4video.api")
+
+# What DELETE leaves alone: these never had, and never will have, a video.
+_NOTHING_TO_CANCEL = {JobStatus.FAILED, JobStatus.REFUSED, JobStatus.EXPIRED, JobStatus.CANCELED}
+
 
 def get_job(store: JobStore, connection: redis.Redis, job_id: str, owner: str) -> JobRecord:
     try:
@@ -50,3 +54,15 @@ def video_path(record: JobRecord, settings: Settings) -> Path:
     if outputs not in path.parents or not path.is_file():
         raise NotFound(f"job {record.id}'s video file is missing", "video_missing")
     return path
+
+
+def cancel_job(store: JobStore, connection: redis.Redis, job_id: str, owner: str, settings: Settings) -> JobRecord:
+    """DELETE /v1/jobs/{id}: a queued, running or succeeded job ends `canceled` with no MP4 left;
+    a job that already ended without a video is returned as it is. Repeating it changes nothing."""
+    record = get_job(store, connection, job_id, owner)
+    if record.status in _NOTHING_TO_CANCEL:
+        return record
+    cancel_video_job(store, job_id)
+    output_path(settings.outputs_dir, job_id).unlink(missing_ok=True)
+    log.info("job %s canceled by its owner (was %s)", job_id, record.status)
+    return store.get(job_id)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from dataclasses import asdict
 
 import redis.asyncio as aioredis
 
 from app.errors import NotFound, Unprocessable, UnsupportedMedia
 from app.failures import failure_error
-from app.schemas import VideoInfoOut, VideoUploadResponse
+from app.schemas import VIDEO_ID_PATTERN, VideoInfoOut, VideoUploadResponse
 from app.uploads import ReceivedForm, VideoStore
 from gpt4video import llm_protocol as wire
 from gpt4video.settings import Settings
@@ -21,6 +22,20 @@ log = logging.getLogger("gpt4video.api")
 
 def _owners_key(video_id: str) -> str:
     return f"g4v:video:{video_id}:owners"
+
+
+def _deleted_key(video_id: str) -> str:
+    """Owners who deleted the video lately: their repeated DELETE is answered as the first."""
+    return f"g4v:video:{video_id}:deleted"
+
+
+def _video_lock(redis: aioredis.Redis, video_id: str):
+    """Serialises storing and deleting one content hash across API processes, so a delete
+    never removes a file that a concurrent upload has just claimed."""
+    return redis.lock(f"g4v:video:{video_id}:lock", timeout=30, blocking_timeout=30)
+
+
+DELETED_MEMORY_S = 24 * 3600
 
 
 async def probe_upload(form: ReceivedForm, settings: Settings) -> dict:
@@ -54,8 +69,13 @@ async def store_upload(form: ReceivedForm, settings: Settings, store: VideoStore
             form.file_path.unlink(missing_ok=True)
         raise Unprocessable("the 'file' part is missing or empty", "missing_file")
     info = await probe_upload(form, settings)
-    created = store.commit(form.file_path, form.sha256, info)
-    await redis.sadd(_owners_key(form.sha256), owner)
+    async with _video_lock(redis, form.sha256):
+        created = store.commit(form.file_path, form.sha256, info)
+        pipe = redis.pipeline()
+        pipe.sadd(_owners_key(form.sha256), owner)
+        if settings.video_retention_s:
+            pipe.expire(_owners_key(form.sha256), settings.video_retention_s)
+        await pipe.execute()
     log.info("video %s stored (%d bytes, new=%s)", form.sha256[:12], form.file_size, created)
     if settings.precompute_features and created:
         await request_precompute(redis, form.sha256, str(store.path_for(form.sha256).resolve()))
@@ -84,3 +104,27 @@ async def resolve_videos(video_ids: list[str], store: VideoStore, redis: aioredi
                 "with POST /v1/videos"))
         paths[video_id] = str(store.path_for(video_id).resolve())
     return paths
+
+
+async def delete_video(video_id: str, store: VideoStore, redis: aioredis.Redis, owner: str) -> None:
+    """DELETE /v1/videos/{id}: drop this owner's claim; the file goes with the last claim.
+    404 for a video this owner never uploaded; a repeated delete succeeds again."""
+    if re.fullmatch(VIDEO_ID_PATTERN[1:-1], video_id) is None:
+        raise NotFound(f"no video {video_id}", "video_not_found")
+    async with _video_lock(redis, video_id):
+        pipe = redis.pipeline()
+        pipe.srem(_owners_key(video_id), owner)
+        pipe.scard(_owners_key(video_id))
+        removed, remaining = await pipe.execute()
+        if not removed:
+            if await redis.sismember(_deleted_key(video_id), owner):
+                return
+            raise NotFound(f"no video {video_id}", "video_not_found")
+        pipe = redis.pipeline()
+        pipe.sadd(_deleted_key(video_id), owner)
+        pipe.expire(_deleted_key(video_id), DELETED_MEMORY_S)
+        await pipe.execute()
+        if remaining == 0:
+            store.remove(video_id)
+    log.info("video %s deleted by an owner (%s)", video_id[:12],
+             "file removed" if remaining == 0 else f"{remaining} owner(s) keep it")

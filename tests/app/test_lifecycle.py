@@ -1,0 +1,151 @@
+"""Delete and cancel against the real API, LLM worker, t2v worker and Redis (issue 17).
+
+Two API keys: what one key uploads or starts, the other can neither see nor delete."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.app.conftest import Process, Service
+from tests.app.test_video_jobs import start_t2v_worker, wait_final
+from tests.media import make_video
+from tests.waiting import eventually
+
+pytestmark = pytest.mark.slow
+
+KEY_A, KEY_B = "lifecycle-key-a", "lifecycle-key-b"
+SERVICE_ENV = {"API_KEYS": f"{KEY_A},{KEY_B}"}
+FAST = {"num_frames": 4, "height": 32, "width": 32, "fps": 4, "num_inference_steps": 2, "seed": 1}
+SLOW = {**FAST, "num_frames": 16, "num_inference_steps": 200}  # a minute or more on the tiny pipeline
+
+
+@pytest.fixture(scope="module")
+def video_bytes(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    return make_video(tmp_path_factory.mktemp("media") / "clip.mp4", frames=8, width=64, height=48,
+                      fps=8).read_bytes()
+
+
+@pytest.fixture(scope="module")
+def t2v_worker(service: Service, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Process]:
+    from model.t2v.tiny import build_tiny_t2v_pipeline
+
+    model_dir = build_tiny_t2v_pipeline(tmp_path_factory.mktemp("t2v") / "pipeline", seed=0)
+    worker = start_t2v_worker(service, model_dir)
+    yield worker
+    worker.stop()
+
+
+def _upload(c: httpx.Client, data: bytes) -> str:
+    r = c.post("/v1/videos", files={"file": ("clip.mp4", data, "video/mp4")})
+    assert r.status_code == 201, r.text
+    return r.json()["id"]
+
+
+def _video_file(service: Service, video_id: str) -> Path:
+    return service.data_dir / "videos" / video_id[:2] / f"{video_id}.video"
+
+
+def _ask_for_video(c: httpx.Client, video: dict) -> str:
+    r = c.post("/v1/chat", json={"messages": [{"role": "user", "content": "show me a red circle"}],
+                                 "max_new_tokens": 40, "video": video})
+    assert r.status_code == 200, r.text
+    return r.json()["videos"][0]["job_id"]
+
+
+def _ask_about(c: httpx.Client, video_id: str) -> httpx.Response:
+    return c.post("/v1/chat", json={"messages": [{"role": "user", "content": "hello", "videos": [video_id]}],
+                                    "max_new_tokens": 8})
+
+
+def test_a_video_goes_when_its_last_owner_deletes_it(service: Service, video_bytes: bytes) -> None:
+    with service.client(KEY_A) as a, service.client(KEY_B) as b, service.client("not-a-key") as stranger:
+        video_id = _upload(a, video_bytes)
+        assert _upload(b, video_bytes) == video_id  # same bytes, one file, two owners
+        path = _video_file(service, video_id)
+
+        assert stranger.delete(f"/v1/videos/{video_id}").status_code == 401
+        r = a.delete(f"/v1/videos/{video_id}")
+        assert r.status_code == 204, r.text
+        assert a.delete(f"/v1/videos/{video_id}").status_code == 204  # idempotent
+        assert path.is_file()  # B still owns it
+        r = _ask_about(a, video_id)
+        assert r.status_code == 404 and r.json()["error"]["code"] == "video_not_found", r.text
+        assert _ask_about(b, video_id).status_code == 200
+
+        assert b.delete(f"/v1/videos/{video_id}").status_code == 204
+        assert not path.is_file() and not path.with_suffix(".json").exists()
+        assert _ask_about(b, video_id).json()["error"]["code"] == "video_not_found"
+
+        r = a.delete("/v1/videos/" + "0" * 64)
+        assert r.status_code == 404 and r.json()["error"]["code"] == "video_not_found"
+        assert a.delete("/v1/videos/not-an-id").status_code == 404
+
+        assert _upload(a, video_bytes) == video_id and path.is_file()  # uploading again restores it
+
+
+def test_another_key_cannot_delete_a_video(service: Service, video_bytes: bytes) -> None:
+    with service.client(KEY_A) as a, service.client(KEY_B) as b:
+        video_id = _upload(a, video_bytes + b"\0")  # other bytes: a video only A owns
+        r = b.delete(f"/v1/videos/{video_id}")
+        assert r.status_code == 404 and r.json()["error"]["code"] == "video_not_found", r.text
+        assert _video_file(service, video_id).is_file()
+        assert _ask_about(a, video_id).status_code == 200
+
+
+def test_a_running_job_is_canceled_mid_denoising(service: Service, t2v_worker: Process) -> None:
+    with service.client(KEY_A) as a, service.client(KEY_B) as b:
+        job_id = _ask_for_video(a, SLOW)
+        assert eventually(lambda: a.get(f"/v1/jobs/{job_id}").json()["progress"]["step"] >= 2, 60), \
+            (a.get(f"/v1/jobs/{job_id}").json()["progress"], t2v_worker.log()[-1500:])
+
+        r = b.delete(f"/v1/jobs/{job_id}")
+        assert r.status_code == 404 and r.json()["error"]["code"] == "job_not_found", r.text
+        assert a.get(f"/v1/jobs/{job_id}").json()["status"] == "running"
+
+        r = a.delete(f"/v1/jobs/{job_id}")
+        assert r.status_code == 200, r.text
+        assert r.json()["status"] == "canceled" and r.json()["error"]["code"] == "canceled"
+        again = a.delete(f"/v1/jobs/{job_id}")
+        assert again.status_code == 200 and again.json() == r.json()  # idempotent
+
+        # The worker stops at its next step and takes the next job.
+        assert eventually(lambda: f"job {job_id} canceled by its owner; render stopped" in t2v_worker.log(), 30), \
+            t2v_worker.log()
+        following = wait_final(a, _ask_for_video(a, FAST))
+        assert following["status"] == "succeeded", (following, t2v_worker.log())
+        body = a.get(f"/v1/jobs/{job_id}").json()
+        assert body["status"] == "canceled" and body["progress"]["step"] < 200
+        assert a.get(f"/v1/jobs/{job_id}/video").json()["error"]["code"] == "video_not_available"
+        assert not list((service.data_dir / "outputs").glob(f"*{job_id}*"))
+
+
+def test_queued_and_finished_jobs_are_canceled_and_lose_their_video(service: Service, t2v_worker: Process) -> None:
+    with service.client(KEY_A) as a:
+        done_id = _ask_for_video(a, FAST)
+        assert wait_final(a, done_id)["status"] == "succeeded"
+        mp4 = service.data_dir / "outputs" / f"{done_id}.mp4"
+        assert mp4.is_file()
+
+        blocker = _ask_for_video(a, SLOW)  # keeps the one worker busy
+        queued = _ask_for_video(a, FAST)
+        assert a.get(f"/v1/jobs/{queued}").json()["status"] == "queued"
+        assert a.delete(f"/v1/jobs/{queued}").json()["status"] == "canceled"
+        assert a.delete(f"/v1/jobs/{blocker}").json()["status"] == "canceled"
+
+        r = a.delete(f"/v1/jobs/{done_id}")
+        assert r.status_code == 200 and r.json()["status"] == "canceled" and r.json()["result"] is None
+        assert not mp4.exists()
+        assert a.get(f"/v1/jobs/{done_id}/video").status_code == 404
+
+        # The canceled queued job is never rendered: the worker goes straight to the next one.
+        started = time.monotonic()
+        assert wait_final(a, _ask_for_video(a, FAST))["status"] == "succeeded"
+        assert a.get(f"/v1/jobs/{queued}").json()["progress"]["step"] == 0
+        assert not (service.data_dir / "outputs" / f"{queued}.mp4").exists()
+        assert time.monotonic() - started < 60
+        assert a.delete("/v1/jobs/nope").status_code == 404
