@@ -50,7 +50,8 @@ def build_engine(
 
         require_vllm()  # before anything heavy: a clear error on a CPU box
         log.info("engine: vllm")
-        return VllmEngine.from_model(model, VllmOptions.from_settings(settings), checkpoint_dir)
+        return VllmEngine.from_model(model, VllmOptions.from_settings(settings), checkpoint_dir,
+                                     feature_store=feature_store(settings), sampling=sampling_options(settings))
     if settings.engine == "hf":
         from model.engine.batching import BatchingEngine
         from model.engine.hf_engine import HFEngine

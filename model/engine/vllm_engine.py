@@ -63,8 +63,10 @@ from model.engine.base import (
     RequestError,
     SamplingParams,
 )
+from model.engine.feature_store import FeatureStore
 from model.engine.inputs import RequestInputs, check_context
 from model.tags import parse_reply
+from model.video.sampling import SamplingOptions
 
 if TYPE_CHECKING:
     from gpt4video.settings import Settings
@@ -373,15 +375,19 @@ class VllmEngine:
 
     @classmethod
     def from_model(
-        cls, model: GPT4VideoModel, options: VllmOptions, checkpoint_dir: Path | None = None
+        cls, model: GPT4VideoModel, options: VllmOptions, checkpoint_dir: Path | None = None,
+        feature_store: FeatureStore | None = None, sampling: SamplingOptions = SamplingOptions(),
     ) -> VllmEngine:
-        """The worker's path: vLLM loads the checkpoint's LLM + adapter, the model embeds."""
+        """The worker's path: vLLM loads the checkpoint's LLM + adapter, the model embeds.
+
+        Video features come from the same per-process LRU and shared `feature_store`, with
+        the same frame `sampling`, as the hf engine's, so the two engines share entries."""
         require_vllm()
         files = VllmModelFiles.of_model(model, checkpoint_dir)
         if model.device.type != "cuda":
             log.warning("the GPT4VideoModel is on %s: prompt embeddings will be computed there "
                         "(set DEVICE=cuda to compute them on the GPU)", model.device)
-        embedder = RequestInputs.for_model(model, options.feature_cache_size)
+        embedder = RequestInputs.for_model(model, options.feature_cache_size, store=feature_store, sampling=sampling)
         return cls.start(files, embedder, options, eos_token_id=model.tokenizer.eos_token_id)
 
     @classmethod
