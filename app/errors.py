@@ -62,6 +62,10 @@ class InternalError(APIError):
     status, type = 500, "internal_error"
 
 
+class InsufficientStorage(APIError):
+    status, type = 507, "insufficient_storage"
+
+
 class ServiceUnavailable(APIError):
     status, type = 503, "service_unavailable"
 

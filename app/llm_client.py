@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 import redis.asyncio as aioredis
 
 from app.errors import GatewayTimeout, ServiceUnavailable, TooManyRequests
+from app.limits import KeyLimits
 from gpt4video import llm_protocol as wire
 from gpt4video.settings import Settings
 
@@ -17,9 +18,14 @@ async def live_llm_workers(redis: aioredis.Redis, ttl_s: float) -> int:
 
 
 class LLMClient:
-    def __init__(self, redis: aioredis.Redis, settings: Settings) -> None:
+    """One caller's requests; with an `owner`, its per-key limits hold (app.limits): a slot is
+    taken at submit and given back when the reply has been read (or the wait ends)."""
+
+    def __init__(self, redis: aioredis.Redis, settings: Settings, owner: str | None = None) -> None:
         self.redis = redis
         self.settings = settings
+        self.owner = owner
+        self.limits = KeyLimits(redis, settings)
 
     async def submit(self, request: wire.LLMRequest) -> None:
         if await live_llm_workers(self.redis, self.settings.heartbeat_ttl_s) == 0:
@@ -29,7 +35,18 @@ class LLMClient:
         if backlog >= self.settings.max_pending_llm_requests:
             raise TooManyRequests(f"{backlog} requests are waiting for the model; retry shortly",
                                   "llm_backlog_full", {"Retry-After": "2"})
-        await self.redis.xadd(wire.REQUESTS_STREAM, {"payload": request.model_dump_json()})
+        if self.owner is not None:
+            await self.limits.check_active_jobs(self.owner)
+            await self.limits.acquire_llm(self.owner, request.id)
+        try:
+            await self.redis.xadd(wire.REQUESTS_STREAM, {"payload": request.model_dump_json()})
+        except BaseException:
+            await self._release(request.id)
+            raise
+
+    async def _release(self, request_id: str) -> None:
+        if self.owner is not None:
+            await self.limits.release_llm(self.owner, request_id)
 
     async def abort(self, request_id: str) -> None:
         await self.redis.publish(wire.ABORT_CHANNEL, request_id)
@@ -60,6 +77,7 @@ class LLMClient:
                             return
         finally:
             await self.redis.delete(key)
+            await self._release(request_id)
 
     async def wait(self, request_id: str, timeout_s: float) -> wire.LLMReply:
         async for kind, value in self.events(request_id, timeout_s):

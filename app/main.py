@@ -3,6 +3,8 @@ waits with a timeout and answers."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -10,8 +12,12 @@ from contextlib import asynccontextmanager
 import redis
 import redis.asyncio as aioredis
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 
+from app.disk import DiskGuard
 from app.errors import install_error_handlers
+from app.openapi import install_openapi
+from app.reaper import Reaper
 from app.routers import chat, health, jobs, openai_chat, videos
 from app.uploads import VideoStore
 from gpt4video.jobs import JobStore
@@ -30,13 +36,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.sync_redis = redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=2)
         app.state.job_store = JobStore(app.state.sync_redis, settings.job_record_ttl_s)
         app.state.video_store = VideoStore(settings.data_dir)
+        app.state.disk_guard = DiskGuard(settings)
+        reaper = asyncio.create_task(Reaper(settings, app.state.video_store, app.state.sync_redis).run_forever())
         try:
             yield
         finally:
+            reaper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reaper
             await app.state.redis.aclose()
             app.state.sync_redis.close()
 
-    app = FastAPI(
+    # /docs and /redoc from assets in the fastapi-offline package: they render with no internet.
+    app = FastAPIOffline(
         title="GPT4Video",
         version="0.1.0",
         description="Video understanding and safe video generation inside a conversation.",
@@ -46,6 +58,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in (health.router, videos.router, chat.build_router(settings), openai_chat.build_router(settings),
                    jobs.router):
         app.include_router(router)
+    install_openapi(app)
     return app
 
 

@@ -8,10 +8,12 @@ filename is never used: a stored video is named by its sha256 alone.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qs
@@ -19,10 +21,27 @@ from urllib.parse import parse_qs
 from fastapi import Request
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from app.errors import BadRequest, PayloadTooLarge, UnsupportedMedia
+from app.errors import APIError, BadRequest, InsufficientStorage, PayloadTooLarge, UnsupportedMedia
 
 MAX_FIELD_BYTES = 64 * 1024
 FORM_OVERHEAD_BYTES = 64 * 1024  # room for boundaries, part headers and small fields
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Bytes an upload may still bring (free disk, a key's daily quota) and the error past them."""
+
+    bytes: int
+    error: Callable[[], APIError]
+
+
+def disk_full() -> InsufficientStorage:
+    return InsufficientStorage("the server's storage is full; nothing was stored. Delete videos you no longer "
+                               "need (DELETE /v1/videos/{id}) or retry later", "storage_full", {"Retry-After": "60"})
+
+
+def _is_disk_full(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
 @dataclass
@@ -73,12 +92,22 @@ class VideoStore:
             return False
         meta = final.with_suffix(".json")
         meta_tmp = meta.with_suffix(f".json.{uuid.uuid4().hex}.tmp")
-        meta_tmp.write_text(json.dumps(info))
+        try:
+            meta_tmp.write_text(json.dumps(info))
+        except OSError as exc:
+            meta_tmp.unlink(missing_ok=True)
+            temp.unlink(missing_ok=True)
+            if _is_disk_full(exc):
+                raise disk_full() from None
+            raise
         os.replace(meta_tmp, meta)
         os.replace(temp, final)
         return True
 
-    async def receive(self, request: Request, max_file_bytes: int, file_field: str = "file") -> ReceivedForm:
+    async def receive(self, request: Request, max_file_bytes: int, file_field: str = "file",
+                      budgets: Sequence[Budget] = ()) -> ReceivedForm:
+        """Parse the form, the file part streamed to a temporary file. Past `max_file_bytes`: 413;
+        past a budget: that budget's error; either way nothing is left on disk."""
         ctype, params = parse_options_header(request.headers.get("content-type", ""))
         if ctype == b"application/x-www-form-urlencoded":  # fields only (e.g. a video_id)
             return await self._parse_urlencoded(request)
@@ -87,10 +116,14 @@ class VideoStore:
                                    "expected_multipart")
         limit = max_file_bytes + FORM_OVERHEAD_BYTES
         declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise PayloadTooLarge(f"upload is {int(declared)} bytes; the limit is {max_file_bytes}",
-                                  "upload_too_large")
-        return await self._parse(request, params[b"boundary"], max_file_bytes, limit, file_field)
+        if declared is not None and declared.isdigit():
+            if int(declared) > limit:
+                raise PayloadTooLarge(f"upload is {int(declared)} bytes; the limit is {max_file_bytes}",
+                                      "upload_too_large")
+            for budget in budgets:
+                if int(declared) > budget.bytes + FORM_OVERHEAD_BYTES:
+                    raise budget.error()
+        return await self._parse(request, params[b"boundary"], max_file_bytes, limit, file_field, budgets)
 
     async def _parse_urlencoded(self, request: Request) -> ReceivedForm:
         body = bytearray()
@@ -102,7 +135,7 @@ class VideoStore:
         return ReceivedForm(fields={k: v[-1] for k, v in fields.items()})
 
     async def _parse(self, request: Request, boundary: bytes, max_file_bytes: int, limit: int,
-                     file_field: str) -> ReceivedForm:
+                     file_field: str, budgets: Sequence[Budget]) -> ReceivedForm:
         form = ReceivedForm()
         state: dict = {"name": None, "is_file": False, "buf": bytearray(), "header": b"", "headers": {}}
         temp = self.tmp / f"upload-{uuid.uuid4().hex}"
@@ -142,6 +175,10 @@ class VideoStore:
                     errors.append(PayloadTooLarge(f"upload exceeds the limit of {max_file_bytes} bytes",
                                                   "upload_too_large"))
                     return
+                over = [b for b in budgets if form.file_size > b.bytes]
+                if over:
+                    errors.append(over[0].error())
+                    return
                 digest.update(chunk)
                 handle.write(chunk)
             elif not state["is_file"]:
@@ -179,8 +216,10 @@ class VideoStore:
             if handle is not None:
                 handle.close()
             temp.unlink(missing_ok=True)
-            if isinstance(exc, PayloadTooLarge | BadRequest | UnsupportedMedia):
+            if isinstance(exc, APIError):
                 raise
+            if _is_disk_full(exc):
+                raise disk_full() from None
             raise BadRequest(f"malformed multipart body: {exc}", "malformed_multipart") from exc
         form.sha256 = digest.hexdigest()
         return form

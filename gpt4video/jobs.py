@@ -142,6 +142,15 @@ def _encode(value: Any) -> str:
     return str(value) if isinstance(value, StrEnum) else value if isinstance(value, str) else json.dumps(value)
 
 
+def record_key(job_id: str) -> str:
+    return _KEY.format(job_id)
+
+
+def owner_jobs_key(owner: str) -> str:
+    """The owner's job ids by creation time (for KEY_MAX_ACTIVE_JOBS; ended ones are pruned lazily)."""
+    return f"g4v:owner:{owner}:jobs"
+
+
 def output_path(outputs_dir: Path, job_id: str) -> Path:
     """Deterministic per job: a retried or duplicated job can only ever produce this file."""
     return outputs_dir / f"{job_id}.mp4"
@@ -165,6 +174,10 @@ def enqueue_video_job(
     record = JobRecord(id=new_job_id(), owner=owner, caption=caption,
                        params=params.model_dump(exclude_none=True))
     store.create(record)
+    pipe = store.redis.pipeline()
+    pipe.zadd(owner_jobs_key(owner), {record.id: record.created_at})
+    pipe.expire(owner_jobs_key(owner), store.record_ttl_s)
+    pipe.execute()
     queue = Queue(T2V_QUEUE, connection=store.redis)
     queue.enqueue_call(
         RENDER_FUNC,

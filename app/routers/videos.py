@@ -12,7 +12,7 @@ from app.deps import JobStoreDep, OwnerDep, RedisDep, SettingsDep
 from app.errors import Unprocessable
 from app.schemas import VIDEO_ID_PATTERN, ChatResponse, SamplingFields, VideoUploadResponse, chat_schemas
 from app.services.chat import ChatContext, build_request, chat
-from app.services.videos import delete_video, store_upload
+from app.services.videos import delete_video, receive_upload, store_upload
 from model.t2v_request import VideoParams
 
 router = APIRouter(prefix="/v1/videos", tags=["videos"])
@@ -35,7 +35,7 @@ _MULTIPART_DOC = {"requestBody": {"content": {"multipart/form-data": {"schema": 
                  "required": ["file"]}}}, "required": True}})
 async def upload_video(request: Request, settings: SettingsDep, redis: RedisDep, owner: OwnerDep):
     store = request.app.state.video_store
-    form = await store.receive(request, settings.max_upload_bytes)
+    form = await receive_upload(request, settings, redis, owner)
     return await store_upload(form, settings, store, redis, owner)
 
 
@@ -43,7 +43,7 @@ async def upload_video(request: Request, settings: SettingsDep, redis: RedisDep,
 async def understand_video(request: Request, settings: SettingsDep, redis: RedisDep, job_store: JobStoreDep,
                            owner: OwnerDep):
     store = request.app.state.video_store
-    form = await store.receive(request, settings.max_upload_bytes)
+    form = await receive_upload(request, settings, redis, owner)
     prompt = form.fields.get("prompt", "").strip()
     video_id = form.fields.get("video_id", "").strip()
     try:

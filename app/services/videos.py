@@ -7,10 +7,14 @@ import logging
 import re
 from dataclasses import asdict
 
+import redis
 import redis.asyncio as aioredis
+from fastapi import Request
 
+from app.disk import DiskGuard
 from app.errors import NotFound, Unprocessable, UnsupportedMedia
 from app.failures import failure_error
+from app.limits import KeyLimits
 from app.schemas import VIDEO_ID_PATTERN, VideoInfoOut, VideoUploadResponse
 from app.uploads import ReceivedForm, VideoStore
 from gpt4video import llm_protocol as wire
@@ -20,7 +24,7 @@ from model.engine.base import FailureCode
 log = logging.getLogger("gpt4video.api")
 
 
-def _owners_key(video_id: str) -> str:
+def owners_key(video_id: str) -> str:
     return f"g4v:video:{video_id}:owners"
 
 
@@ -29,13 +33,23 @@ def _deleted_key(video_id: str) -> str:
     return f"g4v:video:{video_id}:deleted"
 
 
-def _video_lock(redis: aioredis.Redis, video_id: str):
-    """Serialises storing and deleting one content hash across API processes, so a delete
-    never removes a file that a concurrent upload has just claimed."""
-    return redis.lock(f"g4v:video:{video_id}:lock", timeout=30, blocking_timeout=30)
+def video_lock(connection: aioredis.Redis | redis.Redis, video_id: str):
+    """Serialises storing, deleting and expiring one content hash across API processes, so
+    a delete never removes a file that a concurrent upload has just claimed."""
+    return connection.lock(f"g4v:video:{video_id}:lock", timeout=30, blocking_timeout=30)
 
 
 DELETED_MEMORY_S = 24 * 3600
+
+
+async def receive_upload(request: Request, settings: Settings, redis: aioredis.Redis, owner: str) -> ReceivedForm:
+    """Stream the form in, within MAX_UPLOAD_BYTES (413), the disk's room (507) and the key's
+    daily quota (429); past any of them nothing is left on disk."""
+    guard: DiskGuard = request.app.state.disk_guard
+    budgets = [await asyncio.to_thread(guard.budget), await KeyLimits(redis, settings).upload_budget(owner)]
+    store: VideoStore = request.app.state.video_store
+    return await store.receive(request, settings.max_upload_bytes,
+                               budgets=[b for b in budgets if b is not None])
 
 
 async def probe_upload(form: ReceivedForm, settings: Settings) -> dict:
@@ -69,13 +83,14 @@ async def store_upload(form: ReceivedForm, settings: Settings, store: VideoStore
             form.file_path.unlink(missing_ok=True)
         raise Unprocessable("the 'file' part is missing or empty", "missing_file")
     info = await probe_upload(form, settings)
-    async with _video_lock(redis, form.sha256):
+    async with video_lock(redis, form.sha256):
         created = store.commit(form.file_path, form.sha256, info)
         pipe = redis.pipeline()
-        pipe.sadd(_owners_key(form.sha256), owner)
+        pipe.sadd(owners_key(form.sha256), owner)
         if settings.video_retention_s:
-            pipe.expire(_owners_key(form.sha256), settings.video_retention_s)
+            pipe.expire(owners_key(form.sha256), settings.video_retention_s)
         await pipe.execute()
+    await KeyLimits(redis, settings).count_upload(owner, form.file_size)
     log.info("video %s stored (%d bytes, new=%s)", form.sha256[:12], form.file_size, created)
     if settings.precompute_features and created:
         await request_precompute(redis, form.sha256, str(store.path_for(form.sha256).resolve()))
@@ -95,7 +110,7 @@ async def resolve_videos(video_ids: list[str], store: VideoStore, redis: aioredi
     storage error when an uploaded video's file is gone (the server's fault)."""
     paths = {}
     for video_id in video_ids:
-        if not await redis.sismember(_owners_key(video_id), owner):
+        if not await redis.sismember(owners_key(video_id), owner):
             raise NotFound(f"no video {video_id}; upload it with POST /v1/videos", "video_not_found")
         if not store.exists(video_id):
             log.error("video %s was uploaded but its file %s is missing", video_id, store.path_for(video_id))
@@ -111,10 +126,10 @@ async def delete_video(video_id: str, store: VideoStore, redis: aioredis.Redis, 
     404 for a video this owner never uploaded; a repeated delete succeeds again."""
     if re.fullmatch(VIDEO_ID_PATTERN[1:-1], video_id) is None:
         raise NotFound(f"no video {video_id}", "video_not_found")
-    async with _video_lock(redis, video_id):
+    async with video_lock(redis, video_id):
         pipe = redis.pipeline()
-        pipe.srem(_owners_key(video_id), owner)
-        pipe.scard(_owners_key(video_id))
+        pipe.srem(owners_key(video_id), owner)
+        pipe.scard(owners_key(video_id))
         removed, remaining = await pipe.execute()
         if not removed:
             if await redis.sismember(_deleted_key(video_id), owner):
