@@ -43,7 +43,7 @@ class ChatContext:
 
     @cached_property
     def llm(self) -> LLMClient:
-        return LLMClient(self.redis, self.settings)
+        return LLMClient(self.redis, self.settings, self.owner)
 
 
 def _check_messages(messages: list[ChatMessageFields]) -> None:
