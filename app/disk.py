@@ -58,6 +58,11 @@ class DiskGuard:
             self._usage = (now, tree_bytes(roots))
         return self._usage[1]
 
+    def added(self, nbytes: int) -> None:
+        """Count bytes just written, so uploads within one cache period see each other."""
+        if self._usage is not None:
+            self._usage = (self._usage[0], self._usage[1] + nbytes)
+
     def room(self) -> int | None:
         """Bytes that may still be written; None when neither limit is set."""
         limits = []

@@ -48,8 +48,9 @@ async def receive_upload(request: Request, settings: Settings, redis: aioredis.R
     guard: DiskGuard = request.app.state.disk_guard
     budgets = [await asyncio.to_thread(guard.budget), await KeyLimits(redis, settings).upload_budget(owner)]
     store: VideoStore = request.app.state.video_store
-    return await store.receive(request, settings.max_upload_bytes,
-                               budgets=[b for b in budgets if b is not None])
+    form = await store.receive(request, settings.max_upload_bytes, budgets=[b for b in budgets if b is not None])
+    guard.added(form.file_size)
+    return form
 
 
 async def probe_upload(form: ReceivedForm, settings: Settings) -> dict:

@@ -4,14 +4,18 @@ Two API keys: what one key uploads or starts, the other can neither see nor dele
 
 from __future__ import annotations
 
+import signal
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+import redis
 
-from tests.app.conftest import Process, Service
+from app.deps import key_owner
+from tests.app.conftest import Process, Service, start_api
 from tests.app.test_video_jobs import start_t2v_worker, wait_final
 from tests.media import make_video
 from tests.waiting import eventually
@@ -19,7 +23,9 @@ from tests.waiting import eventually
 pytestmark = pytest.mark.slow
 
 KEY_A, KEY_B = "lifecycle-key-a", "lifecycle-key-b"
-SERVICE_ENV = {"API_KEYS": f"{KEY_A},{KEY_B}"}
+# A long heartbeat TTL: a frozen LLM worker still counts as alive (the LLM limit test freezes it).
+SERVICE_ENV = {"API_KEYS": f"{KEY_A},{KEY_B}", "HEARTBEAT_TTL_S": "15",
+               "KEY_MAX_CONCURRENT_LLM": "2", "KEY_MAX_ACTIVE_JOBS": "3"}
 FAST = {"num_frames": 4, "height": 32, "width": 32, "fps": 4, "num_inference_steps": 2, "seed": 1}
 SLOW = {**FAST, "num_frames": 16, "num_inference_steps": 200}  # a minute or more on the tiny pipeline
 
@@ -149,3 +155,83 @@ def test_queued_and_finished_jobs_are_canceled_and_lose_their_video(service: Ser
         assert not (service.data_dir / "outputs" / f"{queued}.mp4").exists()
         assert time.monotonic() - started < 60
         assert a.delete("/v1/jobs/nope").status_code == 404
+
+
+def _chat_in_thread(c: httpx.Client, results: list) -> threading.Thread:
+    thread = threading.Thread(target=lambda: results.append(
+        c.post("/v1/chat", json={"messages": [{"role": "user", "content": "hello"}], "max_new_tokens": 8})))
+    thread.start()
+    return thread
+
+
+def test_a_key_past_its_llm_limit_gets_429_while_another_key_is_served(service: Service) -> None:
+    llm_worker = service.workers[0]
+    conn = redis.Redis.from_url(service.redis_url)
+    slots = lambda key: conn.zcard(f"g4v:limits:{key_owner(key)}:llm")  # noqa: E731
+    results: list[httpx.Response] = []
+    with service.client(KEY_A) as a, service.client(KEY_B) as b:
+        llm_worker.signal(signal.SIGSTOP)
+        try:
+            threads = [_chat_in_thread(a, results), _chat_in_thread(a, results)]
+            assert eventually(lambda: slots(KEY_A) == 2, 20)
+            r = a.post("/v1/chat", json={"messages": [{"role": "user", "content": "hello"}]})
+            assert r.status_code == 429, r.text
+            assert r.json()["error"]["code"] == "key_llm_limit" and int(r.headers["Retry-After"]) >= 1
+            threads.append(_chat_in_thread(b, results))  # B is not held back by A
+            assert eventually(lambda: slots(KEY_B) == 1, 20)
+        finally:
+            llm_worker.signal(signal.SIGCONT)
+        for thread in threads:
+            thread.join(timeout=60)
+    assert [r.status_code for r in results] == [200, 200, 200], [r.text for r in results]
+    assert slots(KEY_A) == slots(KEY_B) == 0  # every slot given back
+
+
+def test_a_key_past_its_video_job_limit_gets_429_while_another_key_is_served(
+        service: Service, t2v_worker: Process) -> None:
+    with service.client(KEY_A) as a, service.client(KEY_B) as b:
+        mine = [_ask_for_video(a, SLOW), _ask_for_video(a, FAST), _ask_for_video(a, FAST)]  # 1 running, 2 queued
+        r = a.post("/v1/chat", json={"messages": [{"role": "user", "content": "show me a red circle"}]})
+        assert r.status_code == 429, r.text
+        assert r.json()["error"]["code"] == "key_job_limit" and "DELETE /v1/jobs/" in r.json()["error"]["message"]
+        assert r.headers["Retry-After"]
+        theirs = _ask_for_video(b, FAST)
+        assert a.delete(f"/v1/jobs/{mine[1]}").json()["status"] == "canceled"
+        mine.append(_ask_for_video(a, FAST))  # room again
+        for job_id in mine:
+            a.delete(f"/v1/jobs/{job_id}")
+        assert wait_final(b, theirs)["status"] == "succeeded"
+
+
+@pytest.fixture(scope="module")
+def small_api(service: Service, video_bytes: bytes,
+              tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """An API whose disk holds about 3.5 videos and whose keys may upload 2.5 videos a day."""
+    tmp = tmp_path_factory.mktemp("small-api")
+    size = len(video_bytes)
+    env = {**service.env, "DATA_DIR": str(tmp / "data"), "DISK_MAX_BYTES": str(int(3.5 * size)),
+           "KEY_UPLOAD_BYTES_PER_DAY": str(int(2.5 * size))}
+    api, base = start_api(env, tmp)
+    yield base, tmp / "data"
+    api.stop()
+
+
+def test_upload_quota_and_disk_cap_refuse_without_leaving_anything(small_api: tuple[str, Path],
+                                                                   video_bytes: bytes) -> None:
+    base, data = small_api
+
+    def upload(key: str, n: int) -> httpx.Response:
+        with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=60) as c:
+            return c.post("/v1/videos", files={"file": ("clip.mp4", video_bytes + bytes(n), "video/mp4")})
+
+    assert upload(KEY_A, 1).status_code == 201 and upload(KEY_A, 2).status_code == 201
+    r = upload(KEY_A, 3)  # past A's daily quota
+    assert r.status_code == 429, r.text
+    assert r.json()["error"]["code"] == "key_upload_quota" and "00:00 UTC" in r.json()["error"]["message"]
+    assert int(r.headers["Retry-After"]) > 0
+    assert upload(KEY_B, 3).status_code == 201  # B has its own quota; the disk holds 3 videos now
+    r = upload(KEY_B, 4)  # past the disk cap
+    assert r.status_code == 507, r.text
+    assert r.json()["error"]["code"] == "storage_full" and "DELETE /v1/videos/" in r.json()["error"]["message"]
+    assert not list((data / "tmp").iterdir())
+    assert len(list((data / "videos").rglob("*.video"))) == 3
