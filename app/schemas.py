@@ -42,6 +42,9 @@ class ChatMessageFields(BaseModel):
     content: str
     videos: list[str] = Field(default_factory=list, max_length=8,
                               description="ids returned by POST /v1/videos (user messages only)")
+    captions: list[str] = Field(default_factory=list, max_length=8,
+                                description="assistant messages only: the captions its [video:N] markers stand "
+                                            "for, as the reply's `message` gave them (send it back as it came)")
 
 
 class ChatRequestFields(SamplingFields):
@@ -94,6 +97,9 @@ class SafetyInfo(BaseModel):
 class AssistantMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
     content: str
+    captions: list[str] = Field(default_factory=list,
+                                description="what the content's [video:N] markers stand for; a later request "
+                                            "that sends this message back in its history keeps them")
 
 
 class Usage(BaseModel):

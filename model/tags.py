@@ -88,3 +88,17 @@ def parse_reply(
         out.append(reply[cursor:])
     text = _SPACE.sub(" ", "".join(out)).strip()
     return ParsedReply(text=text, captions=tuple(captions), truncated=truncated)
+
+
+_MARKER = re.compile(r"\[video:(\d+)\]")
+
+
+def restore_tags(text: str, captions: tuple[str, ...] | list[str]) -> str:
+    """The inverse of `parse_reply` for a reply kept in a conversation's history: each
+    `[video:N]` marker becomes `<video>captions[N]</video>` again, so the model reads its
+    earlier turn as it wrote it. Markers without a caption are left as they are."""
+    def tag(match: re.Match[str]) -> str:
+        index = int(match.group(1))
+        return f"<video>{captions[index]}</video>" if index < len(captions) else match.group(0)
+
+    return _MARKER.sub(tag, text)

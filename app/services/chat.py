@@ -31,6 +31,7 @@ from gpt4video import llm_protocol as wire
 from gpt4video.jobs import JobStore, enqueue_video_job
 from gpt4video.settings import Settings
 from model.t2v_request import VideoParams
+from model.tags import restore_tags
 
 
 @dataclass
@@ -53,6 +54,9 @@ def _check_messages(messages: list[ChatMessageFields]) -> None:
     for i, m in enumerate(messages):
         if m.videos and m.role != "user":
             raise Unprocessable(f"messages[{i}]: only user messages may carry videos", "videos_on_non_user")
+        if m.captions and m.role != "assistant":
+            raise Unprocessable(f"messages[{i}]: only assistant messages may carry captions (send back the "
+                                "`message` of an earlier reply as it came)", "captions_on_non_assistant")
         if m.role == "system" and i != 0:
             raise Unprocessable(f"messages[{i}]: a system message may only come first", "misplaced_system")
 
@@ -65,7 +69,8 @@ async def build_request(
     video_paths = await resolve_videos(video_ids, ctx.store, ctx.redis, ctx.owner)
     return wire.LLMRequest(
         id=uuid.uuid4().hex,
-        turns=[wire.WireTurn(role=m.role, content=m.content, videos=m.videos) for m in messages],
+        turns=[wire.WireTurn(role=m.role, content=restore_tags(m.content, m.captions), videos=m.videos)
+               for m in messages],
         sampling=sampling.to_wire(),
         video_paths=video_paths,
         stream=stream,
@@ -82,7 +87,7 @@ async def finish_reply(ctx: ChatContext, reply: wire.LLMReply, params: VideoPara
                                 status_url=f"/v1/jobs/{record.id}"))
     return ChatResponse(
         id=reply.id,
-        message=AssistantMessage(content=reply.text),
+        message=AssistantMessage(content=reply.text, captions=list(reply.captions)),
         captions=list(reply.captions),
         videos=jobs,
         withheld=[SafetyInfo(category=w.category, score=w.score) for w in reply.withheld],
