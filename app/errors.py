@@ -12,6 +12,7 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import iter_route_contexts
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -87,6 +88,22 @@ def validation_message(exc: RequestValidationError) -> str:
     return "; ".join(parts) or "invalid request"
 
 
+def allowed_methods(request: Request) -> list[str]:
+    """The methods of the resource at this path: every route with the path template of the
+    first route that matches it. Starlette's 405 names only that first route's methods, and
+    one template may have several routes (GET and DELETE /v1/jobs/{job_id})."""
+    template = None
+    methods: set[str] = set()
+    for route in iter_route_contexts(request.app.router.routes):  # included routers' routes too
+        if not route.methods:
+            continue
+        if template is None and route.matches(request.scope)[0] != Match.NONE:  # PARTIAL: path, not method
+            template = route.path_format
+        if route.path_format == template:
+            methods |= set(route.methods)
+    return sorted(methods)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(APIError)
     async def _api_error(_: Request, exc: APIError) -> JSONResponse:
@@ -97,9 +114,12 @@ def install_error_handlers(app: FastAPI) -> None:
         return envelope(422, "invalid_request", validation_message(exc), "validation_error")
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         type_ = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized"}.get(exc.status_code, "http_error")
-        return envelope(exc.status_code, type_, str(exc.detail), type_, exc.headers)  # 405 keeps its Allow
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["Allow"] = ", ".join(allowed_methods(request))
+        return envelope(exc.status_code, type_, str(exc.detail), type_, headers)
 
     @app.exception_handler(RedisConnectionError)
     @app.exception_handler(RedisTimeoutError)

@@ -10,23 +10,30 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from gpt4video import llm_protocol as wire
 from gpt4video.jobs import JobStatus
 from gpt4video.settings import Settings
-from model.t2v_request import MAX_SEED, VideoParams
+from model.t2v_request import MAX_SEED, VideoParams, json_int
 
 VIDEO_ID_PATTERN = r"^[0-9a-f]{64}$"
 
 
+MaxNewTokens = json_int(1, 2048)
+Temperature = Annotated[float, Field(ge=0.0, le=2.0)]
+TopP = Annotated[float, Field(gt=0.0, le=1.0)]
+# 2**53 - 1: exact in every JSON parser (a float past it is not); the engines take 63 bits.
+Seed = json_int(0, 2**53 - 1)
+
+
 class SamplingFields(BaseModel):
-    max_new_tokens: int = Field(default=128, ge=1, le=2048)
-    temperature: float = Field(default=0.0, ge=0.0, le=2.0)
-    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
-    seed: int | None = Field(default=None, ge=0, le=2**63 - 1)  # the hf engine seeds torch with 63 bits
+    max_new_tokens: MaxNewTokens = 128  # type: ignore[valid-type]
+    temperature: Temperature = 0.0
+    top_p: TopP = 1.0
+    seed: Seed | None = None  # type: ignore[valid-type]
     stop: list[str] = Field(default_factory=list, max_length=4)
 
     def to_wire(self) -> wire.WireSampling:
@@ -37,7 +44,7 @@ class SamplingFields(BaseModel):
 class ChatMessageFields(BaseModel):
     """A message without its length bound (see `chat_schemas`)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # JSON types as the schema says: no "1" for 1
     role: Literal["system", "user", "assistant"]
     content: str
     videos: list[str] = Field(default_factory=list, max_length=8,
@@ -50,7 +57,7 @@ class ChatMessageFields(BaseModel):
 class ChatRequestFields(SamplingFields):
     """A chat request without its conversation bounds (see `chat_schemas`)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     messages: list[ChatMessageFields]
     stream: bool = False
     video: VideoParams = Field(default_factory=VideoParams,

@@ -10,7 +10,9 @@ outside `model.t2v` (whose package imports diffusers), so that the API can impor
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 MAX_SEED = 2**32 - 1  # diffusers seeds a torch.Generator; numpy-backed schedulers take 32 bits
 MAX_NEGATIVE_PROMPT_CHARS = 2000
@@ -21,16 +23,27 @@ MAX_STEPS = 200
 MAX_GUIDANCE_SCALE = 50.0
 
 
+def _integral_to_int(value: object) -> object:
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def json_int(ge: int, le: int) -> Any:
+    """An integer in [ge, le] as JSON Schema counts one: 8 or 8.0, never 8.5, true or "8"
+    (in a strict model). The bounds sit inside the type so the JSON schema keeps them in
+    an optional field too."""
+    return Annotated[int, Field(ge=ge, le=le), BeforeValidator(_integral_to_int)]
+
+
 class VideoParams(BaseModel):
     """Per-job generation parameters; `None` means the pipeline's own default."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)  # no true for 1, no "8" for 8
 
-    num_frames: int | None = Field(default=None, ge=1, le=MAX_NUM_FRAMES)
-    height: int | None = Field(default=None, ge=MIN_SIZE, le=MAX_SIZE)
-    width: int | None = Field(default=None, ge=MIN_SIZE, le=MAX_SIZE)
-    fps: int | None = Field(default=None, ge=1, le=MAX_FPS)
-    num_inference_steps: int | None = Field(default=None, ge=1, le=MAX_STEPS)
+    num_frames: json_int(1, MAX_NUM_FRAMES) | None = None
+    height: json_int(MIN_SIZE, MAX_SIZE) | None = None
+    width: json_int(MIN_SIZE, MAX_SIZE) | None = None
+    fps: json_int(1, MAX_FPS) | None = None
+    num_inference_steps: json_int(1, MAX_STEPS) | None = None
     guidance_scale: float | None = Field(default=None, ge=0.0, le=MAX_GUIDANCE_SCALE)
     negative_prompt: str | None = Field(default=None, max_length=MAX_NEGATIVE_PROMPT_CHARS)
-    seed: int | None = Field(default=None, ge=0, le=MAX_SEED)
+    seed: json_int(0, MAX_SEED) | None = None

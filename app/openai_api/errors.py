@@ -104,6 +104,8 @@ def openai_route(max_body_bytes: int) -> type[APIRoute]:
     capped = type("CappedRequest", (_CappedRequest,), {"max_body_bytes": max_body_bytes})
 
     class OpenAIRoute(APIRoute):
+        error_model = OpenAIError  # what app.openapi documents for its error statuses
+
         def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
             handler = super().get_route_handler()
 

@@ -17,38 +17,30 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
-from app.schemas import SafetyInfo, SamplingFields, Usage, VideoJobRef
-from model.t2v_request import VideoParams
+from app.schemas import MaxNewTokens, SafetyInfo, SamplingFields, Seed, Temperature, TopP, Usage, VideoJobRef
+from model.t2v_request import VideoParams, json_int
 
 VIDEO_URL_SCHEME = "gpt4video://videos/"
+VIDEO_URL_PATTERN = r"^(gpt4video://videos/[0-9a-f]{64}|data:video/[\w.+-]+;base64,[A-Za-z0-9+/]*={0,2})$"
 FinishReason = Literal["stop", "length", "content_filter"]
 
 
-def _native(name: str, type_: type) -> object:
-    """`type_` with the bounds of the native sampling field `name` (one source of bounds)."""
-    return Annotated[type_, *SamplingFields.model_fields[name].metadata]
-
-
-Tokens = _native("max_new_tokens", int)
-Temperature = _native("temperature", float)
-TopP = _native("top_p", float)
-Seed = _native("seed", int)
-
-
 class TextPart(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     type: Literal["text"]
     text: str
 
 
 class VideoURL(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
+    # The pattern is documentation; `app.openai_api.video_parts` checks it and says what to send.
     url: str = Field(description=f"`{VIDEO_URL_SCHEME}<id>` (an id from POST /v1/videos) or "
-                                 "`data:video/mp4;base64,...` (checked and stored like an upload)")
+                                 "`data:video/mp4;base64,...` (checked and stored like an upload)",
+                     json_schema_extra={"pattern": VIDEO_URL_PATTERN})
 
 
 class VideoPart(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     type: Literal["video_url"]
     video_url: VideoURL
 
@@ -59,7 +51,7 @@ ContentPart = Annotated[TextPart | VideoPart, Field(discriminator="type")]
 class MessageFields(BaseModel):
     """A message without its length bounds (see `openai_schemas`)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     role: Literal["system", "developer", "user", "assistant"]
     content: str | list[ContentPart]
     name: str | None = Field(default=None, description="accepted, not used")
@@ -77,23 +69,23 @@ class MessageFields(BaseModel):
 
 
 class StreamOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     include_usage: bool = False
 
 
 class ChatCompletionFields(BaseModel):
     """A request without its conversation bounds (see `openai_schemas`)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     model: str = Field(description="the id GET /v1/models lists (SERVED_MODEL_NAME)")
     messages: list[MessageFields]
-    max_completion_tokens: Tokens | None = None  # type: ignore[valid-type]
-    max_tokens: Tokens | None = Field(default=None, description="used when max_completion_tokens is not")  # type: ignore[valid-type]
+    max_completion_tokens: MaxNewTokens | None = None  # type: ignore[valid-type]
+    max_tokens: MaxNewTokens | None = Field(default=None, description="used when max_completion_tokens is not")  # type: ignore[valid-type]
     temperature: Temperature = 1.0  # type: ignore[valid-type]
     top_p: TopP = 1.0  # type: ignore[valid-type]
     seed: Seed | None = None  # type: ignore[valid-type]
     stop: str | list[str] | None = Field(default=None, description="at most 4 sequences")
-    n: int = Field(default=1, ge=1, le=1, description="only 1")
+    n: json_int(1, 1) = Field(default=1, description="only 1")  # type: ignore[valid-type]
     stream: bool = False
     stream_options: StreamOptions | None = None
     user: str | None = Field(default=None, description="accepted, not used")

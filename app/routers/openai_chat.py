@@ -16,16 +16,12 @@ from fastapi.responses import StreamingResponse
 from app.deps import JobStoreDep, OwnerDep, RedisDep, SettingsDep
 from app.openai_api.convert import check_model, to_completion, to_messages, to_sampling
 from app.openai_api.errors import openai_route
-from app.openai_api.schemas import ChatCompletion, ModelCard, ModelList, OpenAIError, openai_schemas
+from app.openai_api.schemas import ChatCompletion, ModelCard, ModelList, openai_schemas
 from app.openai_api.stream import completion_chunks
 from app.services.chat import ChatContext, build_request, chat
 from gpt4video.settings import Settings
 
 BODY_OVERHEAD_BYTES = 1024 * 1024  # the conversation beside a data: video
-
-
-def _errors(*statuses: int) -> dict:
-    return {status: {"model": OpenAIError, "description": "OpenAI's error shape"} for status in statuses}
 
 
 def build_router(bounds_from: Settings) -> APIRouter:
@@ -36,8 +32,7 @@ def build_router(bounds_from: Settings) -> APIRouter:
 
     @router.post(
         "/chat/completions", response_model=ChatCompletion,
-        responses={200: {"content": {"text/event-stream": {}}, "description": "JSON, or chunks when stream=true"},
-                   **_errors(400, 401, 404, 413, 415, 422, 429, 500, 503, 504)})
+        responses={200: {"content": {"text/event-stream": {}}, "description": "JSON, or chunks when stream=true"}})
     async def create_chat_completion(body: ChatCompletionRequest, request: Request,  # type: ignore[valid-type]
                                      settings: SettingsDep, redis: RedisDep, job_store: JobStoreDep,
                                      owner: OwnerDep):
@@ -54,11 +49,11 @@ def build_router(bounds_from: Settings) -> APIRouter:
             completion_chunks(ctx, llm_request, body.video, settings.served_model_name, include_usage),
             media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
-    @router.get("/models", response_model=ModelList, responses=_errors(401))
+    @router.get("/models", response_model=ModelList)
     async def list_models(settings: SettingsDep, _owner: OwnerDep) -> ModelList:
         return ModelList(data=[ModelCard(id=settings.served_model_name, created=started)])
 
-    @router.get("/models/{model}", response_model=ModelCard, responses=_errors(401, 404))
+    @router.get("/models/{model}", response_model=ModelCard)
     async def retrieve_model(model: str, settings: SettingsDep, _owner: OwnerDep) -> ModelCard:
         check_model(model, settings.served_model_name)
         return ModelCard(id=settings.served_model_name, created=started)

@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from app.deps import JobStoreDep, OwnerDep, RedisDep, SettingsDep
 from app.errors import Unprocessable
+from app.openapi import understand_form_schema
 from app.schemas import VIDEO_ID_PATTERN, ChatResponse, SamplingFields, VideoUploadResponse, chat_schemas
 from app.services.chat import ChatContext, build_request, chat
 from app.services.videos import delete_video, receive_upload, store_upload
@@ -17,21 +18,13 @@ from model.t2v_request import VideoParams
 
 router = APIRouter(prefix="/v1/videos", tags=["videos"])
 
-_MULTIPART_DOC = {"requestBody": {"content": {"multipart/form-data": {"schema": {
-    "type": "object",
-    "properties": {
-        "file": {"type": "string", "format": "binary"},
-        "video_id": {"type": "string", "description": "an id from POST /v1/videos, instead of a file"},
-        "prompt": {"type": "string"},
-        "max_new_tokens": {"type": "integer"}, "temperature": {"type": "number"},
-        "top_p": {"type": "number"}, "seed": {"type": "integer"},
-    },
-}}}, "required": True}}
+_MULTIPART_DOC = understand_form_schema(SamplingFields, VIDEO_ID_PATTERN)
 
 
 @router.post("", response_model=VideoUploadResponse, status_code=201,
              openapi_extra={"requestBody": {"content": {"multipart/form-data": {"schema": {
-                 "type": "object", "properties": {"file": {"type": "string", "format": "binary"}},
+                 "type": "object", "properties": {"file": {"type": "string", "format": "binary",
+                                                           "contentMediaType": "video/*"}},
                  "required": ["file"]}}}, "required": True}})
 async def upload_video(request: Request, settings: SettingsDep, redis: RedisDep, owner: OwnerDep):
     store = request.app.state.video_store
@@ -52,8 +45,8 @@ async def understand_video(request: Request, settings: SettingsDep, redis: Redis
             raise Unprocessable("the 'prompt' field is required", "missing_prompt")
         if form.file_path is not None and video_id:
             raise Unprocessable("send either a file or a video_id, not both", "file_and_video_id")
-        if form.file_path is None and not re.match(VIDEO_ID_PATTERN, video_id):
-            raise Unprocessable("send a 'file' part or a valid 'video_id'", "missing_video")
+        if ("video_id" in form.fields or form.file_path is None) and not re.match(VIDEO_ID_PATTERN, video_id):
+            raise Unprocessable("send a 'file' part or a valid 'video_id' (64 hex characters)", "missing_video")
         message = chat_schemas(settings).message(role="user", content=prompt, videos=[])
     except ValidationError as exc:
         if form.file_path is not None:
