@@ -145,17 +145,43 @@ class LLMWorker:
         log.info("llm worker %s ready (max batch %d)", self.name, self.settings.llm_max_batch)
         try:
             await asyncio.gather(*loops)
-            if self.unhealthy:  # a dead engine finishes nothing: leave the entries to other workers
-                for task in self._tasks:
-                    task.cancel()
-            if self._tasks:  # graceful stop: finish what we hold
-                await asyncio.gather(*list(self._tasks), return_exceptions=True)
+            await self._drain()
         finally:
             await self.redis.zrem(wire.WORKERS_ZSET, self.name)
             await self.engine.shutdown()
 
     def stop(self) -> None:
         self._stopping.set()
+
+    async def _drain(self) -> None:
+        """After stop (SIGTERM): answer and ack what this worker holds, for at most the request
+        timeout (a dead engine answers nothing: no wait), then hand every entry still pending
+        under this worker's name back to the group, claimable by another worker at once."""
+        with contextlib.suppress(*_REDIS_LOST):
+            await self.redis.zrem(wire.WORKERS_ZSET, self.name)  # no new work is expected of us
+        if self._tasks and not self.unhealthy:
+            log.info("stopping: finishing %d request(s) (at most %.0f s)", len(self._tasks),
+                     self.settings.llm_request_timeout_s)
+            await asyncio.wait(list(self._tasks), timeout=self.settings.llm_request_timeout_s)
+        for request_id in list(self.in_flight.values()):
+            await self.engine.abort(request_id)
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        with contextlib.suppress(*_REDIS_LOST):
+            await self._hand_back()
+
+    async def _hand_back(self) -> None:
+        pending = await self.redis.xpending_range(wire.REQUESTS_STREAM, wire.GROUP, min="-", max="+",
+                                                  count=10_000, consumername=self.name)
+        entry_ids = [p["message_id"] for p in pending]
+        if entry_ids:
+            # Idle time past LLM_CLAIM_IDLE_S: the next XAUTOCLAIM of any worker takes them.
+            # JUSTID leaves the delivery count alone (a handed-back entry is not a failure).
+            idle_ms = int(self.settings.llm_claim_idle_s * 1000) * 10
+            await self.redis.xclaim(wire.REQUESTS_STREAM, wire.GROUP, self.name, min_idle_time=0,
+                                    message_ids=entry_ids, idle=idle_ms, justid=True)
+            log.warning("stopping: handed %d unanswered request(s) back to the other workers", len(entry_ids))
 
     async def _resilient(self, loop: Callable[[], Awaitable[None]]) -> None:
         """Run a loop until stop; a lost or slow Redis is waited out, not fatal."""
@@ -408,10 +434,11 @@ class LLMWorker:
 def build_worker(settings: Settings) -> LLMWorker:
     from gpt4video.defaults import bases_dir, resolve_model_dir
     from model.checkpoint import load_checkpoint
-    from model.engine.factory import build_engine, sampling_options
+    from model.engine.factory import build_engine, resolve_engine, sampling_options
     from model.safety.from_checkpoint import frame_checker_for_model
     from model.video import sample_frames
 
+    settings = settings.model_copy(update={"engine": resolve_engine(settings)})  # ENGINE=auto decided once
     model_dir = resolve_model_dir(settings)
     log.info("loading checkpoint %s on %s", model_dir, settings.device)
     # vLLM holds the LLM itself: load only the embedding table beside it.
