@@ -40,6 +40,10 @@ class Unauthorized(APIError):
     status, type = 401, "unauthorized"
 
 
+class Forbidden(APIError):
+    status, type = 403, "forbidden"
+
+
 class NotFound(APIError):
     status, type = 404, "not_found"
 

@@ -47,6 +47,7 @@ OPERATION_ERRORS: dict[tuple[str, str], tuple[int, ...]] = {
     ("POST", "/v1/chat"): (404, 429, 504),
     ("POST", "/v1/chat/completions"): (404, 413, 415, 429, 504, 507),
     ("GET", "/readyz"): (503,),
+    ("GET", "/metrics"): (401, 403),
 }
 EVERY_ROUTE = (500, 503)
 

@@ -13,6 +13,7 @@ import binascii
 import hashlib
 import re
 import uuid
+from contextlib import nullcontext
 from pathlib import Path
 
 from starlette.concurrency import run_in_threadpool
@@ -45,7 +46,20 @@ async def _store_data_url(url: str, ctx: ChatContext) -> str:
     if not sep or not _DATA_HEADER.fullmatch(header):
         raise Unprocessable(f"a data URL must be data:video/<type>;base64,<bytes>, not {header[:60]!r}",
                             "bad_data_url")
-    limit = ctx.settings.max_upload_bytes
+    with ctx.metrics.upload() if ctx.metrics else nullcontext(_NotCounted()) as counted:
+        data = _decode(payload, ctx.settings.max_upload_bytes)
+        form = await run_in_threadpool(_write_temp, data, ctx.store.tmp)
+        stored = await store_upload(form, ctx.settings, ctx.store, ctx.redis, ctx.owner)
+        counted.accepted(stored.bytes, stored.created)
+    return stored.id
+
+
+class _NotCounted:
+    def accepted(self, size: int, created: bool) -> None:
+        pass
+
+
+def _decode(payload: str, limit: int) -> bytes:
     if len(payload) // 4 * 3 > limit + 2:
         raise PayloadTooLarge(f"the data: video exceeds the limit of {limit} bytes", "upload_too_large")
     try:
@@ -54,8 +68,7 @@ async def _store_data_url(url: str, ctx: ChatContext) -> str:
         raise Unprocessable("the data: video is not valid base64", "bad_data_url") from None
     if len(data) > limit:
         raise PayloadTooLarge(f"the data: video is {len(data)} bytes; the limit is {limit}", "upload_too_large")
-    form = await run_in_threadpool(_write_temp, data, ctx.store.tmp)
-    return (await store_upload(form, ctx.settings, ctx.store, ctx.redis, ctx.owner)).id
+    return data
 
 
 def _write_temp(data: bytes, tmp_dir: Path) -> ReceivedForm:

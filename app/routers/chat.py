@@ -24,7 +24,8 @@ def build_router(bounds_from: Settings) -> APIRouter:
         200: {"content": {"text/event-stream": {}}, "description": "JSON, or SSE when stream=true"}})
     async def post_chat(body: ChatRequest, request: Request, settings: SettingsDep,  # type: ignore[valid-type]
                         redis: RedisDep, job_store: JobStoreDep, owner: OwnerDep):
-        ctx = ChatContext(settings, redis, job_store, request.app.state.video_store, owner)
+        ctx = ChatContext(settings, redis, job_store, request.app.state.video_store, owner,
+                          request.app.state.metrics)
         llm_request = await build_request(ctx, body.messages, body, body.stream)
         if not body.stream:
             return await chat(ctx, llm_request, body.video)

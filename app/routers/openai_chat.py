@@ -37,7 +37,8 @@ def build_router(bounds_from: Settings) -> APIRouter:
                                      settings: SettingsDep, redis: RedisDep, job_store: JobStoreDep,
                                      owner: OwnerDep):
         check_model(body.model, settings.served_model_name)
-        ctx = ChatContext(settings, redis, job_store, request.app.state.video_store, owner)
+        ctx = ChatContext(settings, redis, job_store, request.app.state.video_store, owner,
+                          request.app.state.metrics)
         sampling = to_sampling(body)
         messages = await to_messages(body, ctx)
         llm_request = await build_request(ctx, messages, sampling, body.stream)

@@ -28,15 +28,19 @@ _MULTIPART_DOC = understand_form_schema(SamplingFields, VIDEO_ID_PATTERN)
                  "required": ["file"]}}}, "required": True}})
 async def upload_video(request: Request, settings: SettingsDep, redis: RedisDep, owner: OwnerDep):
     store = request.app.state.video_store
-    form = await receive_upload(request, settings, redis, owner)
-    return await store_upload(form, settings, store, redis, owner)
+    with request.app.state.metrics.upload() as counted:
+        form = await receive_upload(request, settings, redis, owner)
+        stored = await store_upload(form, settings, store, redis, owner)
+        counted.accepted(stored.bytes, stored.created)
+    return stored
 
 
 @router.post("/understand", response_model=ChatResponse, openapi_extra=_MULTIPART_DOC)
 async def understand_video(request: Request, settings: SettingsDep, redis: RedisDep, job_store: JobStoreDep,
                            owner: OwnerDep):
     store = request.app.state.video_store
-    form = await receive_upload(request, settings, redis, owner)
+    with request.app.state.metrics.upload():
+        form = await receive_upload(request, settings, redis, owner)
     prompt = form.fields.get("prompt", "").strip()
     video_id = form.fields.get("video_id", "").strip()
     try:
@@ -58,8 +62,11 @@ async def understand_video(request: Request, settings: SettingsDep, redis: Redis
             form.file_path.unlink(missing_ok=True)
         raise
     if form.file_path is not None:
-        video_id = (await store_upload(form, settings, store, redis, owner)).id
-    ctx = ChatContext(settings, redis, job_store, store, owner)
+        with request.app.state.metrics.upload() as counted:
+            stored = await store_upload(form, settings, store, redis, owner)
+            counted.accepted(stored.bytes, stored.created)
+        video_id = stored.id
+    ctx = ChatContext(settings, redis, job_store, store, owner, request.app.state.metrics)
     message = message.model_copy(update={"videos": [video_id]})
     llm_request = await build_request(ctx, [message], sampling, stream=False)
     return await chat(ctx, llm_request, VideoParams())

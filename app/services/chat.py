@@ -16,6 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from app.errors import APIError, Unprocessable
 from app.failures import raise_for_reply
 from app.llm_client import LLMClient
+from app.metrics import Metrics
 from app.schemas import (
     AssistantMessage,
     ChatMessageFields,
@@ -41,6 +42,7 @@ class ChatContext:
     job_store: JobStore
     store: VideoStore
     owner: str
+    metrics: Metrics | None = None  # the app's (app.state.metrics): replies are counted
 
     @cached_property
     def llm(self) -> LLMClient:
@@ -79,6 +81,8 @@ async def build_request(
 
 
 async def finish_reply(ctx: ChatContext, reply: wire.LLMReply, params: VideoParams) -> ChatResponse:
+    if ctx.metrics is not None:
+        ctx.metrics.observe_reply(reply)
     raise_for_reply(reply)
     jobs = []
     for caption in reply.captions:
