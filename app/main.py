@@ -15,6 +15,7 @@ from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
 from app.disk import DiskGuard
+from app.draining import AnswerWhenCanceled
 from app.errors import install_error_handlers
 from app.metrics import install_metrics
 from app.openapi import install_openapi
@@ -56,6 +57,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    app.add_middleware(AnswerWhenCanceled)
     for router in (health.router, videos.router, chat.build_router(settings), openai_chat.build_router(settings),
                    jobs.router):
         app.include_router(router)
@@ -75,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = get_settings()
+    # SIGTERM: stop accepting, let running requests finish for API_GRACE_S, then 503 (app.draining).
     uvicorn.run(create_app(settings), host=args.host or settings.api_host, port=args.port or settings.api_port,
-                log_level="info")
+                log_level="info", timeout_graceful_shutdown=settings.api_grace_s)
     return 0
