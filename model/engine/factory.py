@@ -1,15 +1,19 @@
-"""Pick the LLM worker's engine from settings: ENGINE=hf (default) or ENGINE=vllm.
+"""Pick the LLM worker's engine from settings: ENGINE=auto (default), hf or vllm.
 
-Both engines are imported lazily: the hf path never imports vLLM, and the vllm path
-fails fast with `EngineUnavailable` (what is missing and what to do) when vLLM or a
-GPU is not there.
+`auto` is vllm where vLLM is installed and has a device to run on (a CUDA GPU, or the CPU
+with vLLM's CPU backend: the GPU image, .venv-vllm), else hf, so a box without vLLM still
+serves and one with it gets the faster engine with nothing to set (`resolve_engine`).
+Both engines are imported lazily: the hf path never imports vLLM, and ENGINE=vllm fails
+fast with `EngineUnavailable` (what is missing and what to do) when vLLM or a device for
+it is not there.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from model.engine.base import AsyncEngine
 from model.engine.feature_store import DiskFeatureStore, FeatureStore
@@ -37,22 +41,42 @@ def feature_store(settings: Settings) -> FeatureStore | None:
     return DiskFeatureStore(root, settings.feature_store_max_mb * 1024 * 1024)
 
 
+def resolve_engine(settings: Settings) -> Literal["hf", "vllm"]:
+    """The engine ENGINE names; for `auto`, vllm when `require_vllm` passes, else hf."""
+    if settings.engine != "auto":
+        return settings.engine
+    if importlib.util.find_spec("vllm") is None:
+        log.info("ENGINE=auto: hf (vLLM is not installed here)")
+        return "hf"
+    from model.engine.base import EngineUnavailable
+    from model.engine.vllm_engine import require_vllm
+
+    try:
+        require_vllm()
+    except EngineUnavailable as exc:
+        log.warning("ENGINE=auto: hf, as vLLM cannot run here: %s", exc)
+        return "hf"
+    log.info("ENGINE=auto: vllm (installed, with a device)")
+    return "vllm"
+
+
 def build_engine(
     settings: Settings, model: GPT4VideoModel, checkpoint_dir: Path | None = None
 ) -> AsyncEngine:
-    """The async engine for `settings.engine`, serving `model` (from `load_checkpoint`).
+    """The async engine for `settings.engine` (`resolve_engine`), serving `model` (from `load_checkpoint`).
 
     `checkpoint_dir`: where `model` was loaded from; the vllm engine loads the LLM and the
     adapter from there itself (default: `model.checkpoint_dir`).
     """
-    if settings.engine == "vllm":
+    engine = resolve_engine(settings)
+    if engine == "vllm":
         from model.engine.vllm_engine import VllmEngine, VllmOptions, require_vllm
 
         require_vllm()  # before anything heavy: a clear error on a CPU box
         log.info("engine: vllm")
         return VllmEngine.from_model(model, VllmOptions.from_settings(settings), checkpoint_dir,
                                      feature_store=feature_store(settings), sampling=sampling_options(settings))
-    if settings.engine == "hf":
+    if engine == "hf":
         from model.engine.batching import BatchingEngine
         from model.engine.hf_engine import HFEngine
 

@@ -1,9 +1,9 @@
 """Engine selection and the CPU-testable parts of the vllm engine.
 
-The vllm engine itself needs vLLM and a GPU (tests/gpu/); here: ENGINE=vllm fails with
-an actionable `EngineUnavailable` where they are missing, ENGINE=hf serves, and the
-pieces of the vllm path that run anywhere (adapter rank, sampling mapping, options,
-prompt embeddings) behave.
+The vllm engine itself needs vLLM (tests/gpu/); here: ENGINE=vllm fails with an
+actionable `EngineUnavailable` where it is missing, ENGINE=auto (the default) is hf there
+and serves, and the pieces of the vllm path that run anywhere (adapter rank, sampling
+mapping, options, prompt embeddings) behave.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from model.engine.base import (
     Turn,
     VideoInputError,
 )
-from model.engine.factory import build_engine
+from model.engine.factory import build_engine, resolve_engine
 from model.engine.inputs import RequestInputs
 from model.engine.vllm_engine import (
     AdapterConfigError,
@@ -77,12 +77,19 @@ def test_vllm_engine_without_vllm_raises_an_actionable_error(model, checkpoint):
     assert "not installed" in message and "pip install .[gpu]" in message and "make vllm-env" in message
 
 
-def test_hf_engine_is_selected_by_default_and_serves(model):
+def test_engine_default_is_auto_and_explicit_choices_stand():
+    assert load_settings().engine == "auto"
+    assert resolve_engine(load_settings(engine="hf")) == "hf"
+    assert resolve_engine(load_settings(engine="vllm")) == "vllm"  # build_engine then says what is missing
+
+
+@pytest.mark.skipif(HAS_VLLM, reason="vLLM is installed: auto picks it (tests/gpu)")
+def test_hf_engine_is_selected_by_default_without_vllm_and_serves(model):
     from model.engine.batching import BatchingEngine
     from model.engine.hf_engine import HFEngine
 
     settings = load_settings(llm_max_batch=3)
-    assert settings.engine == "hf"
+    assert resolve_engine(settings) == "hf"
     engine = build_engine(settings, model)
     assert isinstance(engine, BatchingEngine)
     assert isinstance(engine.engine, HFEngine) and engine.max_batch == 3
