@@ -68,6 +68,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 def main(argv: list[str] | None = None) -> int:
     import argparse
+    import signal
 
     import uvicorn
 
@@ -78,6 +79,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = get_settings()
     # SIGTERM: stop accepting, let running requests finish for API_GRACE_S, then 503 (app.draining).
+    # uvicorn re-raises the signal it handled once it is done, to the handler it found; a no-op
+    # one makes a completed graceful stop exit 0 instead of dying by the signal.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: None)
     uvicorn.run(create_app(settings), host=args.host or settings.api_host, port=args.port or settings.api_port,
                 log_level="info", timeout_graceful_shutdown=settings.api_grace_s)
     return 0

@@ -15,6 +15,7 @@ import pytest
 import redis
 
 from app.deps import key_owner
+from gpt4video import llm_protocol as wire
 from tests.app.conftest import Process, Service, start_api
 from tests.app.test_video_jobs import start_t2v_worker, wait_final
 from tests.media import make_video
@@ -235,3 +236,60 @@ def test_upload_quota_and_disk_cap_refuse_without_leaving_anything(small_api: tu
     assert r.json()["error"]["code"] == "storage_full" and "DELETE /v1/videos/" in r.json()["error"]["message"]
     assert not list((data / "tmp").iterdir())
     assert len(list((data / "videos").rglob("*.video"))) == 3
+
+
+def _refuses_connections(base: str) -> bool:
+    try:
+        httpx.get(base + "/healthz", timeout=1)
+    except httpx.ConnectError:
+        return True
+    except httpx.HTTPError:
+        pass
+    return False
+
+
+@pytest.mark.parametrize(("grace_s", "status"), [(30, 200), (1, 503)])
+def test_sigterm_to_the_api_finishes_running_requests_within_the_grace(
+        service: Service, tmp_path: Path, grace_s: int, status: int) -> None:
+    """The request waits on a frozen LLM worker when the API gets SIGTERM: the API stops
+    accepting connections; within the grace the request is answered, past it it gets 503."""
+    llm_worker = service.workers[0]
+    api, base = start_api({**service.env, "API_GRACE_S": str(grace_s)}, tmp_path)
+    conn = redis.Redis.from_url(service.redis_url)
+    results: list[httpx.Response] = []
+    with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {KEY_A}"}, timeout=60) as a:
+        llm_worker.signal(signal.SIGSTOP)
+        try:
+            thread = _chat_in_thread(a, results)
+            assert eventually(lambda: conn.zcard(f"g4v:limits:{key_owner(KEY_A)}:llm") == 1, 20)
+            api.signal(signal.SIGTERM)
+            assert eventually(lambda: _refuses_connections(base), 10), api.log()
+            if status == 503:
+                thread.join(timeout=30)
+        finally:
+            llm_worker.signal(signal.SIGCONT)
+        thread.join(timeout=60)
+    assert api.proc.wait(timeout=30) == 0, api.log()
+    [r] = results
+    assert r.status_code == status, r.text
+    if status == 503:
+        assert r.json()["error"]["code"] == "shutting_down" and r.headers["Retry-After"]
+
+
+def test_sigterm_to_an_llm_worker_loses_no_request(service: Service) -> None:
+    """Runs last: it stops the module's first LLM worker (a second one is left)."""
+    worker_a = service.workers[0]
+    service.start_worker()
+    conn = redis.Redis.from_url(service.redis_url)
+    # A request the stopping API cut off (503 above) holds its slot until its timeout: clear them.
+    conn.delete(*(f"g4v:limits:{key_owner(k)}:llm" for k in (KEY_A, KEY_B)))
+    results: list[httpx.Response] = []
+    with service.client(KEY_A) as a, service.client(KEY_B) as b:
+        threads = [_chat_in_thread(c, results) for c in (a, a, b, b)]
+        worker_a.signal(signal.SIGTERM)
+        for thread in threads:
+            thread.join(timeout=60)
+    assert [r.status_code for r in results] == [200] * 4, [r.text for r in results]
+    assert worker_a.proc.wait(timeout=60) == 0, worker_a.log()
+    assert conn.xlen(wire.REQUESTS_STREAM) == 0
+    assert conn.xpending(wire.REQUESTS_STREAM, wire.GROUP)["pending"] == 0
