@@ -40,6 +40,7 @@ from gpt4video.settings import Settings
 
 log = logging.getLogger("gpt4video.api")
 
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})  # others: "other"
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 _RQ_REGISTRIES = {"started": StartedJobRegistry, "finished": FinishedJobRegistry, "failed": FailedJobRegistry,
                   "deferred": DeferredJobRegistry, "scheduled": ScheduledJobRegistry, "canceled": CanceledJobRegistry}
@@ -183,8 +184,9 @@ class RedisCollector(Collector):
 
 
 class MetricsMiddleware:
-    """Counts each HTTP request by its route template (never the raw path: bounded label
-    values), method and status, and times it to the end of its body (streams included)."""
+    """Counts each HTTP request by its route template (never the raw path), method (any
+    other than the usual ones is "other") and status, so label values stay bounded, and
+    times it to the end of its body (streams included)."""
 
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
@@ -207,7 +209,8 @@ class MetricsMiddleware:
             await self.app(scope, receive, send_and_note)
         finally:
             route = getattr(scope.get("route"), "path_format", None) or "unmatched"
-            labels = (route, scope["method"], str(status))
+            method = scope["method"] if scope["method"] in _METHODS else "other"
+            labels = (route, method, str(status))
             self.metrics.requests.labels(*labels).inc()
             self.metrics.latency.labels(*labels).observe(time.perf_counter() - started)
 

@@ -71,12 +71,13 @@ class ChatSchemas:
 
 
 def chat_schemas(settings: Settings) -> ChatSchemas:
-    """The message and request models bounded by MAX_PROMPT_CHARS and MAX_MESSAGES."""
-    return _chat_schemas(settings.max_prompt_chars, settings.max_messages)
+    """The message and request models bounded by MAX_PROMPT_CHARS, MAX_MESSAGES and
+    MAX_NEW_TOKENS_LIMIT."""
+    return _chat_schemas(settings.max_prompt_chars, settings.max_messages, settings.max_new_tokens_limit)
 
 
 @lru_cache(maxsize=8)
-def _chat_schemas(max_prompt_chars: int, max_messages: int) -> ChatSchemas:
+def _chat_schemas(max_prompt_chars: int, max_messages: int, max_new_tokens: int) -> ChatSchemas:
     message = create_model(
         "ChatMessage", __base__=ChatMessageFields,
         content=(str, Field(max_length=max_prompt_chars, description="at most MAX_PROMPT_CHARS characters")),
@@ -85,6 +86,8 @@ def _chat_schemas(max_prompt_chars: int, max_messages: int) -> ChatSchemas:
         "ChatRequest", __base__=ChatRequestFields,
         messages=(list[message], Field(min_length=1, max_length=max_messages,
                                        description="at most MAX_MESSAGES messages")),
+        max_new_tokens=(json_int(1, max_new_tokens), Field(default=min(128, max_new_tokens),
+                                                           description="at most MAX_NEW_TOKENS_LIMIT")),
     )
     return ChatSchemas(message=message, request=request)
 

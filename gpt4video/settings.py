@@ -52,6 +52,8 @@ class Settings(BaseSettings):
     probe_memory_mb: int = Field(default=1024, ge=64)
     max_messages: int = Field(default=64, ge=1)
     max_prompt_chars: int = Field(default=8000, ge=1)
+    # The most tokens a request may ask a reply to have (max_new_tokens, max_tokens).
+    max_new_tokens_limit: int = Field(default=2048, ge=1, le=2048)
     max_pending_llm_requests: int = Field(default=256, ge=1)
     # The model id of the OpenAI-compatible routes (GET /v1/models; a request's "model").
     served_model_name: str = Field(default="gpt4video", min_length=1)

@@ -38,9 +38,10 @@ def check_model(model: str, served: str) -> None:
                        "model_not_found")
 
 
-def to_sampling(body: ChatCompletionFields) -> SamplingFields:
+def to_sampling(body: ChatCompletionFields, max_new_tokens_limit: int) -> SamplingFields:
+    """OpenAI's sampling fields; without max_tokens a reply may have 128 tokens (or the limit)."""
     try:
-        return body.to_sampling()
+        return body.to_sampling(min(128, max_new_tokens_limit))
     except ValidationError as exc:
         err = exc.errors()[0]
         raise InvalidParam(f"{'.'.join(map(str, err['loc']))}: {err['msg']}", "stop") from None

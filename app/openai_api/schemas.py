@@ -80,7 +80,7 @@ class ChatCompletionFields(BaseModel):
     model: str = Field(description="the id GET /v1/models lists (SERVED_MODEL_NAME)")
     messages: list[MessageFields]
     max_completion_tokens: MaxNewTokens | None = None  # type: ignore[valid-type]
-    max_tokens: MaxNewTokens | None = Field(default=None, description="used when max_completion_tokens is not")  # type: ignore[valid-type]
+    max_tokens: MaxNewTokens | None = None  # type: ignore[valid-type]
     temperature: Temperature = 1.0  # type: ignore[valid-type]
     top_p: TopP = 1.0  # type: ignore[valid-type]
     seed: Seed | None = None  # type: ignore[valid-type]
@@ -95,18 +95,18 @@ class ChatCompletionFields(BaseModel):
     def stop_list(self) -> list[str]:
         return [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
 
-    def to_sampling(self) -> SamplingFields:
+    def to_sampling(self, default_max_tokens: int) -> SamplingFields:
         """The native sampling fields (a ValidationError names a bad `stop`)."""
-        max_tokens = self.max_completion_tokens or self.max_tokens
-        fields = {"max_new_tokens": max_tokens} if max_tokens else {}
-        return SamplingFields(temperature=self.temperature, top_p=self.top_p, seed=self.seed,
-                              stop=self.stop_list(), **fields)
+        return SamplingFields(max_new_tokens=self.max_completion_tokens or self.max_tokens or default_max_tokens,
+                              temperature=self.temperature, top_p=self.top_p, seed=self.seed, stop=self.stop_list())
 
 
 @lru_cache(maxsize=8)
-def openai_schemas(max_prompt_chars: int, max_messages: int) -> type[ChatCompletionFields]:
-    """The request model bounded by MAX_PROMPT_CHARS (a string content or text part) and
-    MAX_MESSAGES; a message's joined text parts are checked again on conversion."""
+def openai_schemas(max_prompt_chars: int, max_messages: int, max_new_tokens: int,
+                   served_model: str) -> type[ChatCompletionFields]:
+    """The request model bounded by MAX_PROMPT_CHARS (a string content or text part),
+    MAX_MESSAGES and MAX_NEW_TOKENS_LIMIT, naming the served model; a message's joined text
+    parts are checked again on conversion."""
     text_part = create_model("ChatCompletionTextPart", __base__=TextPart,
                              text=(str, Field(max_length=max_prompt_chars)))
     part = Annotated[text_part | VideoPart, Field(discriminator="type")]
@@ -118,6 +118,12 @@ def openai_schemas(max_prompt_chars: int, max_messages: int) -> type[ChatComplet
     return create_model(
         "ChatCompletionRequest", __base__=ChatCompletionFields,
         messages=(list[message], Field(min_length=1, max_length=max_messages)),
+        # the one id served; another is answered 404 model_not_found, as OpenAI does
+        model=(str, Field(description="the id GET /v1/models lists (SERVED_MODEL_NAME)",
+                          json_schema_extra={"enum": [served_model]})),
+        max_completion_tokens=(json_int(1, max_new_tokens) | None, None),
+        max_tokens=(json_int(1, max_new_tokens) | None, Field(default=None, description="used when "
+                                                                                       "max_completion_tokens is not")),
     )
 
 

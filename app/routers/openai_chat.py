@@ -27,7 +27,8 @@ BODY_OVERHEAD_BYTES = 1024 * 1024  # the conversation beside a data: video
 def build_router(bounds_from: Settings) -> APIRouter:
     body_cap = bounds_from.max_upload_bytes * 4 // 3 + 4 + BODY_OVERHEAD_BYTES
     router = APIRouter(prefix="/v1", tags=["openai"], route_class=openai_route(body_cap))
-    ChatCompletionRequest = openai_schemas(bounds_from.max_prompt_chars, bounds_from.max_messages)
+    ChatCompletionRequest = openai_schemas(bounds_from.max_prompt_chars, bounds_from.max_messages,
+                                           bounds_from.max_new_tokens_limit, bounds_from.served_model_name)
     started = int(time.time())
 
     @router.post(
@@ -39,7 +40,7 @@ def build_router(bounds_from: Settings) -> APIRouter:
         check_model(body.model, settings.served_model_name)
         ctx = ChatContext(settings, redis, job_store, request.app.state.video_store, owner,
                           request.app.state.metrics)
-        sampling = to_sampling(body)
+        sampling = to_sampling(body, settings.max_new_tokens_limit)
         messages = await to_messages(body, ctx)
         llm_request = await build_request(ctx, messages, sampling, body.stream)
         if not body.stream:

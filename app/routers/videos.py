@@ -44,7 +44,8 @@ async def understand_video(request: Request, settings: SettingsDep, redis: Redis
     prompt = form.fields.get("prompt", "").strip()
     video_id = form.fields.get("video_id", "").strip()
     try:
-        sampling = SamplingFields(**{k: v for k, v in form.fields.items() if k in SamplingFields.model_fields})
+        fields = {k: v for k, v in form.fields.items() if k in SamplingFields.model_fields}
+        sampling = SamplingFields(**{"max_new_tokens": min(128, settings.max_new_tokens_limit)} | fields)
         if not prompt:
             raise Unprocessable("the 'prompt' field is required", "missing_prompt")
         if form.file_path is not None and video_id:

@@ -67,6 +67,9 @@ async def build_request(
     ctx: ChatContext, messages: list[ChatMessageFields], sampling: SamplingFields, stream: bool
 ) -> wire.LLMRequest:
     _check_messages(messages)
+    if sampling.max_new_tokens > ctx.settings.max_new_tokens_limit:  # the schemas say so; understand's form too
+        raise Unprocessable(f"max_new_tokens is {sampling.max_new_tokens}; this service allows at most "
+                            f"{ctx.settings.max_new_tokens_limit} (MAX_NEW_TOKENS_LIMIT)", "max_new_tokens_too_large")
     video_ids = [v for m in messages for v in m.videos]
     video_paths = await resolve_videos(video_ids, ctx.store, ctx.redis, ctx.owner)
     return wire.LLMRequest(

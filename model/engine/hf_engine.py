@@ -52,7 +52,8 @@ def sample_next(logits: torch.Tensor, params: SamplingParams, generator: torch.G
     probs = torch.softmax(logits.float() / params.temperature, dim=-1)  # (V,)
     if params.top_p < 1.0:
         sorted_probs, order = torch.sort(probs, descending=True)  # (V,)
-        keep = sorted_probs.cumsum(0) - sorted_probs < params.top_p  # (V,) always keeps the top
+        keep = sorted_probs.cumsum(0) - sorted_probs < params.top_p  # (V,)
+        keep[0] = True  # the top token, even for a top_p below float32's smallest (5e-324 is 0 there)
         sorted_probs = torch.where(keep, sorted_probs, torch.zeros_like(sorted_probs))
         probs = torch.zeros_like(probs).scatter(0, order, sorted_probs)  # (V,)
     return int(torch.multinomial(probs, 1, generator=generator))

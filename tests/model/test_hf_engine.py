@@ -345,6 +345,8 @@ def test_sample_next() -> None:
     # A tiny nucleus keeps only the most likely token, whatever the temperature.
     nucleus = SamplingParams(temperature=5.0, top_p=1e-6)
     assert {sample_next(logits, nucleus, gen) for _ in range(50)} == {1}
+    tiniest = SamplingParams(temperature=1.0, top_p=5e-324)  # > 0 as a float64, 0 in float32
+    assert sample_next(logits, tiniest, gen) == 1
     # top_p just above p(token 1) keeps tokens 1 and 2 only.
     probs = torch.softmax(logits, dim=0)
     two = SamplingParams(temperature=1.0, top_p=float(probs[1]) + 0.01)

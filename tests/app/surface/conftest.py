@@ -16,10 +16,11 @@ KEY = "surface-key-a"
 OTHER_KEY = "surface-key-b"
 METRICS_TOKEN = "surface-metrics-token"
 # MAX_MESSAGES x MAX_PROMPT_CHARS fit the tiny model's context (2048 tokens), so every
-# conversation the schema admits is one the model can take (no context_too_long 422).
+# conversation the schema admits is one the model can take (no context_too_long 422);
+# MAX_NEW_TOKENS_LIMIT keeps the contract run's longest replies short on a shared CPU.
 SURFACE_ENV = {"API_KEYS": f"{KEY},{OTHER_KEY}", "METRICS_TOKEN": METRICS_TOKEN,
                "MAX_UPLOAD_BYTES": str(1024 * 1024), "SERVED_MODEL_NAME": "gpt4video-test",
-               "MAX_MESSAGES": "4", "MAX_PROMPT_CHARS": "300"}
+               "MAX_MESSAGES": "4", "MAX_PROMPT_CHARS": "300", "MAX_NEW_TOKENS_LIMIT": "48"}
 
 
 @pytest.fixture(scope="package")
