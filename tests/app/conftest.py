@@ -7,6 +7,7 @@ service starts and stops, so nothing else should use it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -52,7 +53,10 @@ class Process:
         self.args = args
         self.log_path = log_path
         self._log = log_path.open("wb")
-        self.proc = subprocess.Popen(args, cwd=REPO_ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT)
+        # Its own process group: `stop` also ends what it started (vLLM's EngineCore), which
+        # outlives a SIGKILLed worker.
+        self.proc = subprocess.Popen(args, cwd=REPO_ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT,
+                                     process_group=0)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-4000:]
@@ -73,6 +77,8 @@ class Process:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        with contextlib.suppress(ProcessLookupError):  # children left behind, if any
+            os.killpg(self.proc.pid, signal.SIGKILL)
         self._log.close()
 
 
@@ -85,6 +91,7 @@ class Service:
     tmp: Path
     api: Process | None = None
     workers: list[Process] = field(default_factory=list)
+    worker_start_timeout_s: float = 120  # how long a new LLM worker may take to send its first heartbeat
 
     def client(self, key: str | None = None, timeout: float = 60.0) -> httpx.Client:
         headers = {"Authorization": f"Bearer {key}"} if key else {}
@@ -96,7 +103,7 @@ class Service:
                        self.tmp / f"{name}.log")
         proc.name = name  # type: ignore[attr-defined]
         self.workers.append(proc)
-        wait_for_worker(self.redis_url, name, proc)
+        wait_for_worker(self.redis_url, name, proc, self.worker_start_timeout_s)
         return proc
 
     def worker_stats(self, name: str) -> dict:
@@ -157,7 +164,7 @@ def service_env(redis_url: str, data_dir: Path, model_dir: Path, **extra: str) -
         "REDIS_URL": redis_url, "DATA_DIR": str(data_dir), "MODEL_DIR": str(model_dir),
         "LLM_REQUEST_TIMEOUT_S": "20", "LLM_CLAIM_IDLE_S": "2", "HEARTBEAT_INTERVAL_S": "0.5",
         "HEARTBEAT_TTL_S": "3", "MAX_UPLOAD_BYTES": str(2 * 1024 * 1024), "OMP_NUM_THREADS": "1",
-        "PYTHONUNBUFFERED": "1",
+        "PYTHONUNBUFFERED": "1", "ENGINE": "hf",  # not auto: vLLM's CPU attention rejects the tiny head size 16
     })
     env.update(extra)
     return env
@@ -166,7 +173,8 @@ def service_env(redis_url: str, data_dir: Path, model_dir: Path, **extra: str) -
 @pytest.fixture(scope="module")
 def service(scripted_checkpoint_dir: Path, tmp_path_factory: pytest.TempPathFactory,
             request: pytest.FixtureRequest) -> Iterator[Service]:
-    """API + one LLM worker. A module may set `SERVICE_ENV = {...}` for extra settings."""
+    """API + one LLM worker. A module may set `SERVICE_ENV = {...}` for extra settings and
+    `WORKER_START_TIMEOUT_S` for an engine that starts slower (vLLM: tests/gpu)."""
     url = app_redis_url()
     conn = redis.Redis.from_url(url)
     try:
@@ -177,7 +185,8 @@ def service(scripted_checkpoint_dir: Path, tmp_path_factory: pytest.TempPathFact
     tmp = tmp_path_factory.mktemp("service")
     extra = getattr(request.module, "SERVICE_ENV", {})
     env = service_env(url, tmp / "data", scripted_checkpoint_dir, **extra)
-    svc = Service(base_url="", data_dir=tmp / "data", redis_url=url, env=env, tmp=tmp)
+    svc = Service(base_url="", data_dir=tmp / "data", redis_url=url, env=env, tmp=tmp,
+                  worker_start_timeout_s=getattr(request.module, "WORKER_START_TIMEOUT_S", 120))
     try:
         svc.start_worker()
         svc.api, svc.base_url = start_api(env, tmp)

@@ -36,38 +36,47 @@ def test_frozen_worker_gives_504_not_a_hang(service: Service) -> None:
         worker.signal(signal.SIGCONT)
 
 
-def test_killed_worker_requests_are_taken_over(service: Service, tmp_path: Path) -> None:
+def test_killed_worker_requests_are_taken_over(service: Service, tmp_path: Path,
+                                               request: pytest.FixtureRequest) -> None:
     """Worker A holds a request when it is SIGKILLed; worker B claims it and answers.
 
     To make "A had read the entry" deterministic, A is frozen first. Redis still hands a
     new entry to A's pending blocking read (server side), or else the test reads it into
     A's pending list under A's consumer name; either way this is exactly the state a crash
-    after XREADGROUP leaves. Then A is killed.
+    after XREADGROUP leaves. Then A is killed. The request may wait for B to start: a
+    module may give a slower engine more time (`TAKEOVER_TIMEOUT_S`, tests/gpu).
     """
     [worker_a] = service.workers
     conn = redis.Redis.from_url(service.redis_url)
-    api, base = start_api({**service.env, "LLM_REQUEST_TIMEOUT_S": "90"}, tmp_path)
+    timeout_s = getattr(request.module, "TAKEOVER_TIMEOUT_S", 90)
+    api, base = start_api({**service.env, "LLM_REQUEST_TIMEOUT_S": str(timeout_s)}, tmp_path)
     result: dict = {}
 
     def ask() -> None:
-        with httpx.Client(base_url=base, timeout=120) as c:
+        with httpx.Client(base_url=base, timeout=timeout_s + 30) as c:
             result["response"] = c.post("/v1/chat", json={
                 "messages": [{"role": "user", "content": "show me a red circle"}], "max_new_tokens": 40})
 
+    def entry_id(raw: bytes) -> tuple[int, ...]:
+        return tuple(int(part) for part in raw.decode().split("-"))
+
     try:
         worker_a.signal(signal.SIGSTOP)
+        # Only an entry added from now on counts: A may still hold one of an earlier test's.
+        last = entry_id(conn.xinfo_stream(wire.REQUESTS_STREAM)["last-generated-id"])
         thread = threading.Thread(target=ask)
         thread.start()
         held = False
         deadline = time.monotonic() + 20
         while not held and time.monotonic() < deadline:
             conn.xreadgroup(wire.GROUP, worker_a.name, {wire.REQUESTS_STREAM: ">"}, count=1, block=200)
-            pending = conn.xpending(wire.REQUESTS_STREAM, wire.GROUP)
-            held = any(c["name"].decode() == worker_a.name and c["pending"] for c in pending["consumers"])
+            pending = conn.xpending_range(wire.REQUESTS_STREAM, wire.GROUP, min="-", max="+", count=100,
+                                          consumername=worker_a.name)
+            held = any(entry_id(p["message_id"]) > last for p in pending)
         assert held, "the request never reached worker A's pending list"
         worker_a.signal(signal.SIGKILL)
         worker_b = service.start_worker()
-        thread.join(timeout=100)
+        thread.join(timeout=timeout_s + 10)
         assert not thread.is_alive(), "the API hung"
         response = result["response"]
         assert response.status_code == 200, response.text
