@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator
 
 import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from app.errors import GatewayTimeout, ServiceUnavailable, TooManyRequests
 from app.limits import KeyLimits
 from gpt4video import llm_protocol as wire
 from gpt4video.settings import Settings
+
+log = logging.getLogger("gpt4video.api")
+_REDIS_LOST = (RedisConnectionError, RedisTimeoutError)
 
 
 async def live_llm_workers(redis: aioredis.Redis, ttl_s: float) -> int:
@@ -65,7 +73,12 @@ class LLMClient:
                         f"the model did not answer within {timeout_s:.0f} s (worker busy or lost); "
                         "retry, or raise LLM_REQUEST_TIMEOUT_S", "llm_timeout")
                 block_ms = max(1, int(min(remaining, 1.0) * 1000))
-                entries = await self.redis.xread({key: last_id}, count=100, block=block_ms)
+                try:
+                    entries = await self.redis.xread({key: last_id}, count=100, block=block_ms)
+                except _REDIS_LOST as exc:  # a restarting Redis: the reply is waited for, not lost
+                    log.warning("request %s: Redis unavailable while waiting (%s); retrying", request_id, exc)
+                    await asyncio.sleep(min(0.5, max(0.0, remaining)))
+                    continue
                 for _stream, messages in entries or []:
                     for entry_id, fields in messages:
                         last_id = entry_id
@@ -76,8 +89,9 @@ class LLMClient:
                             yield "final", wire.LLMReply.model_validate_json(fields[b"result"])
                             return
         finally:
-            await self.redis.delete(key)
-            await self._release(request_id)
+            with contextlib.suppress(*_REDIS_LOST):  # both expire by themselves
+                await self.redis.delete(key)
+                await self._release(request_id)
 
     async def wait(self, request_id: str, timeout_s: float) -> wire.LLMReply:
         async for kind, value in self.events(request_id, timeout_s):

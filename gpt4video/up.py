@@ -1,13 +1,20 @@
 """`gpt4video up`: the whole service on this machine, on the CPU, with local default models.
 
-Starts the API, one LLM worker and one t2v worker as child processes against the Redis
-at REDIS_URL, after building any missing default model once (so the workers never race
-to build it). Ctrl-C (or SIGTERM) stops them all; if one dies, the others are stopped.
+Starts the API, one LLM worker and one t2v worker as child processes, after building any
+missing default model once (so the workers never race to build it). Redis: the one at
+REDIS_URL when that is set, else a redis-server of its own with an append-only file under
+DATA_DIR/redis on MANAGED_REDIS_PORT (`gpt4video.managed_redis`), so a restart forgets no job.
+
+Ctrl-C (or SIGTERM) is passed on to every child, which stops gracefully (the API finishes
+running requests, the LLM worker its batch, the t2v worker its job); `up` waits for them,
+then a second SIGTERM stops those still running (a t2v job is then requeued), then SIGKILL.
+Its own Redis stops last. If one child dies, the others are stopped the same way.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import signal
@@ -17,7 +24,8 @@ import time
 
 import redis
 
-from gpt4video.settings import SettingsError, load_settings
+from gpt4video.managed_redis import ManagedRedis, RedisNotStarted
+from gpt4video.settings import Settings, SettingsError, load_settings
 
 log = logging.getLogger("gpt4video.up")
 
@@ -45,6 +53,35 @@ def _prepare_models() -> None:
     log.info("T2V pipeline:   %s", resolve_t2v_dir(settings))
 
 
+def _start_redis(settings: Settings) -> ManagedRedis | None:
+    """The project's own Redis unless REDIS_URL (environment or .env) names one."""
+    if "redis_url" in settings.model_fields_set:
+        _check_redis(settings.redis_url)
+        return None
+    try:
+        managed = ManagedRedis(settings.data_dir, settings.managed_redis_port).start()
+    except RedisNotStarted as exc:
+        raise SystemExit(f"gpt4video up: {exc}") from None
+    os.environ["REDIS_URL"] = managed.url  # for the children (and load_settings below)
+    return managed
+
+
+def _stop_children(children: list[subprocess.Popen], grace_s: float) -> None:
+    """SIGTERM (graceful), wait `grace_s`; SIGTERM again (cold), wait 10 s; then SIGKILL."""
+    for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
+        alive = [c for c in children if c.poll() is None]
+        if not alive:
+            return
+        if sig == signal.SIGKILL:
+            log.error("%d process(es) did not stop; killing them", len(alive))
+        for child in alive:
+            child.send_signal(sig)
+        deadline = time.monotonic() + wait_s
+        for child in alive:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                child.wait(timeout=max(0.1, deadline - time.monotonic()))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="gpt4video up", description=__doc__.splitlines()[0])
     parser.add_argument("--llm-workers", type=int, default=1)
@@ -55,17 +92,16 @@ def main(argv: list[str] | None = None) -> int:
         settings = load_settings()
     except SettingsError as exc:
         raise SystemExit(f"gpt4video up: {exc}") from None
-    _check_redis(settings.redis_url)
+    managed = _start_redis(settings)
+    try:
+        return _run(args, settings)
+    finally:
+        if managed is not None:
+            managed.stop()
+
+
+def _run(args: argparse.Namespace, settings: Settings) -> int:
     _prepare_models()
-
-    cli = [sys.executable, "-m", "gpt4video.cli"]
-    commands = [[*cli, "api"]]
-    commands += [[*cli, "llm-worker"] for _ in range(args.llm_workers)]
-    commands += [[*cli, "t2v-worker"] for _ in range(args.t2v_workers)]
-    children = [subprocess.Popen(cmd, env=os.environ.copy()) for cmd in commands]
-    log.info("API on http://%s:%d  (docs: /docs); Ctrl-C stops everything",
-             settings.api_host, settings.api_port)
-
     stopping = False
 
     def stop(*_: object) -> None:
@@ -74,6 +110,14 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
+    cli = [sys.executable, "-m", "gpt4video.cli"]
+    commands = [[*cli, "api"]]
+    commands += [[*cli, "llm-worker"] for _ in range(args.llm_workers)]
+    commands += [[*cli, "t2v-worker"] for _ in range(args.t2v_workers)]
+    # Own process groups: a Ctrl-C in the terminal reaches `up` alone, which passes it on once.
+    children = [subprocess.Popen(cmd, env=os.environ.copy(), start_new_session=True) for cmd in commands]
+    log.info("API on http://%s:%d  (docs: /docs); Ctrl-C stops everything",
+             settings.api_host, settings.api_port)
     code = 0
     while not stopping:
         for child in children:
@@ -82,13 +126,7 @@ def main(argv: list[str] | None = None) -> int:
                 code = child.returncode or 1
                 stopping = True
         time.sleep(0.5)
-    for child in children:
-        if child.poll() is None:
-            child.send_signal(signal.SIGTERM)
-    deadline = time.time() + 30
-    for child in children:
-        try:
-            child.wait(timeout=max(0.1, deadline - time.time()))
-        except subprocess.TimeoutExpired:
-            child.kill()
-    return code
+    log.info("stopping: waiting for running requests and jobs")
+    _stop_children(children, max(settings.api_grace_s, settings.llm_request_timeout_s) + 5)
+    bad = [c for c in children if c.returncode not in (0, None)]
+    return code or (1 if bad else 0)

@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq.job import Job
 from rq.timeouts import JobTimeoutException
 
@@ -26,6 +29,8 @@ from model.t2v import InvalidVideoParams, T2VBackend
 from model.video import write_mp4
 
 log = logging.getLogger(__name__)
+_REDIS_LOST = (RedisConnectionError, RedisTimeoutError)
+REDIS_WAIT_S = 60.0  # how long a finished render waits for a restarting Redis to record it
 
 
 @dataclass(frozen=True)
@@ -113,8 +118,8 @@ def _render(ctx: RenderContext, record: JobRecord, rq_job: Job | None) -> dict[s
         "timings": {"pipeline_s": round(pipeline_s, 6), "progress_s": round(progress.seconds, 6),
                     "encode_write_s": round(encode_s, 6)},
     }
-    _applied_or_canceled(store.update(record.id, status=JobStatus.SUCCEEDED, result=result, error=None,
-                                      progress={"step": total, "total": total}))
+    _applied_or_canceled(_when_redis_answers(lambda: store.update(
+        record.id, status=JobStatus.SUCCEEDED, result=result, error=None, progress={"step": total, "total": total})))
     if ctx.output_retention_s:
         store.expire(record.id, ctx.output_retention_s)  # the record lives as long as its MP4
     log.info("job %s done: %s (%d frames, %.2fs pipeline)", record.id, path, frames.shape[0],
@@ -138,11 +143,29 @@ class _ProgressReporter:
         fields: dict[str, Any] = {"progress": self.last}
         if status is not None:
             fields.update(status=status, error=None)
-        _applied_or_canceled(self.store.update(self.job_id, **fields))
-        if self.rq_job is not None:
-            self.rq_job.meta["progress"] = self.last
-            self.rq_job.save_meta()
+        try:
+            _applied_or_canceled(self.store.update(self.job_id, **fields))
+            if self.rq_job is not None:
+                self.rq_job.meta["progress"] = self.last
+                self.rq_job.save_meta()
+        except _REDIS_LOST as exc:  # progress is best effort: a restarting Redis does not stop the render
+            log.warning("job %s: progress %d/%d not recorded (Redis unavailable: %s)", self.job_id, step, total, exc)
         self.seconds += time.perf_counter() - started
+
+
+def _when_redis_answers(write: Callable[[], bool], within_s: float = REDIS_WAIT_S) -> bool:
+    """Retry a record write while Redis restarts (for `within_s`), so finished work is kept."""
+    deadline = time.monotonic() + within_s
+    delay = 0.2
+    while True:
+        try:
+            return write()
+        except _REDIS_LOST:
+            if time.monotonic() > deadline:
+                raise
+            log.warning("Redis unavailable; retrying the job record write in %.1f s", delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
 
 def _applied_or_canceled(applied: bool) -> None:
