@@ -21,8 +21,9 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# Without REDIS_URL, `gpt4video up` runs its own redis-server (AOF under DATA_DIR/redis).
 up: install
-	scripts/ensure-redis.sh
+	@if [ -n "$$REDIS_URL" ]; then scripts/ensure-redis.sh; else scripts/ensure-redis.sh --install-only; fi
 	$(BIN)/gpt4video up
 
 lint: install

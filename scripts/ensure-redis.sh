@@ -1,8 +1,18 @@
 #!/usr/bin/env bash
 # Make sure a Redis server answers at REDIS_URL (default redis://127.0.0.1:6379); when
 # none does and the URL is local, start one (installing redis-server from the system's
-# packages first if it is missing). Used by `make up` and `make test`.
+# packages first if it is missing). Used by `make test`, and by `make up` when REDIS_URL is
+# set. `--install-only`: only make sure redis-server is installed (`make up` without
+# REDIS_URL: `gpt4video up` then runs its own, with an append-only file under DATA_DIR).
 set -euo pipefail
+
+install_redis() {
+  command -v redis-server >/dev/null && return 0
+  echo "redis-server not found: installing it from the system packages" >&2
+  sudo_cmd=""; [[ "$(id -u)" -ne 0 ]] && sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq && $sudo_cmd apt-get install -y -qq redis-server >/dev/null
+}
+if [[ "${1:-}" == "--install-only" ]]; then install_redis; exit 0; fi
 
 url="${REDIS_URL:-redis://127.0.0.1:6379/0}"
 hostport="${url#*://}"; hostport="${hostport#*@}"; hostport="${hostport%%/*}"
@@ -20,11 +30,7 @@ case "$host" in
   127.0.0.1|localhost|::1) ;;
   *) echo "Redis at $url does not answer, and it is not local: start it, or set REDIS_URL" >&2; exit 1 ;;
 esac
-if ! command -v redis-server >/dev/null; then
-  echo "redis-server not found: installing it from the system packages" >&2
-  sudo_cmd=""; [[ "$(id -u)" -ne 0 ]] && sudo_cmd="sudo"
-  $sudo_cmd apt-get update -qq && $sudo_cmd apt-get install -y -qq redis-server >/dev/null
-fi
+install_redis
 echo "starting redis-server on $host:$port" >&2
 redis-server --daemonize yes --bind "$host" --port "$port" --save "" --appendonly no \
   --dir "${TMPDIR:-/tmp}" --logfile "${TMPDIR:-/tmp}/gpt4video-redis.log"
