@@ -12,11 +12,12 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from fastapi.routing import iter_route_contexts
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
+
+from app.routes import route_contexts
 
 log = logging.getLogger("gpt4video.api")
 
@@ -99,8 +100,8 @@ def allowed_methods(request: Request) -> list[str]:
     one template may have several routes (GET and DELETE /v1/jobs/{job_id})."""
     template = None
     methods: set[str] = set()
-    for route in iter_route_contexts(request.app.router.routes):  # included routers' routes too
-        if not route.methods:
+    for _, route in route_contexts(request.app.router.routes):  # included routers' routes too
+        if not getattr(route, "methods", None):
             continue
         if template is None and route.matches(request.scope)[0] != Match.NONE:  # PARTIAL: path, not method
             template = route.path_format

@@ -22,10 +22,11 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.dependencies.models import Dependant
 from fastapi.openapi.utils import get_openapi
-from fastapi.routing import APIRoute, iter_route_contexts
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field
 
 from app.deps import get_owner
+from app.routes import route_contexts
 
 
 class ErrorBody(BaseModel):
@@ -86,8 +87,8 @@ def _error_model(route: APIRoute) -> type[BaseModel]:
 def build_openapi(app: FastAPI) -> dict[str, Any]:
     schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
     components = schema.setdefault("components", {}).setdefault("schemas", {})
-    for context in iter_route_contexts(app.routes):  # included routers' routes, with their prefixes
-        route, path = context.original_route, context.path_format
+    for route, context in route_contexts(app.routes):  # included routers' routes, with their prefixes
+        path = context.path_format
         if not isinstance(route, APIRoute) or not route.include_in_schema or path not in schema["paths"]:
             continue
         model = _error_model(route)
