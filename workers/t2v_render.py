@@ -9,6 +9,7 @@ raising. Outcomes the render cannot see (the worker was killed) are handled by
 
 from __future__ import annotations
 
+import errno
 import logging
 import time
 from collections.abc import Callable
@@ -193,6 +194,10 @@ def _record_failure(store: JobStore, job_id: str, rq_job: Job | None, exc: Excep
         error = {"type": "timeout", "code": "timeout",
                  "message": f"rendering took longer than the job timeout ({timeout} s); ask for "
                             "fewer frames or steps, or raise T2V_JOB_TIMEOUT_S"}
+    elif isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        error = {"type": "storage_full", "code": "storage_full",
+                 "message": "the server's storage is full, so the video could not be written (nothing was "
+                            "kept); delete videos you no longer need (DELETE /v1/jobs/{id}) and ask again"}
     else:
         error = {"type": "render_error", "code": "render_error",
                  "message": f"rendering failed: {type(exc).__name__}: {exc}"}
