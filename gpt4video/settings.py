@@ -97,6 +97,8 @@ class Settings(BaseSettings):
     vllm_max_num_seqs: int = Field(default=64, ge=1)
     vllm_dtype: str = "auto"
     vllm_tensor_parallel_size: int = Field(default=1, ge=1)
+    # True: no CUDA graphs / torch.compile warm-up: a faster start, a slower decode (tests).
+    vllm_enforce_eager: bool = False
     # How vLLM applies the checkpoint's LoRA. "merged": merged into a copy of the base once
     # (cached under DATA_DIR/models/vllm-merged); vLLM runs without LoRA, so vLLM issue 51122
     # and PR 48421 are out of reach, and it decodes fastest. "lora": vLLM's LoRA kernels plus

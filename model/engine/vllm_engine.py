@@ -123,6 +123,24 @@ def vllm_platform() -> str:
     return str(current_platform.device_type or "unspecified")
 
 
+def check_cpu_head_size(llm_dir: Path) -> None:
+    """Raise `EngineUnavailable` when vLLM's CPU attention lacks the LLM's head size.
+
+    vLLM checks it only at the first request, and then its EngineCore dies
+    (`Unsupported CPU attention configuration: head_dim=16`): a worker would come up and
+    fail every request. Checked before vLLM starts, it is a start error that says what to do."""
+    from vllm.v1.attention.backends.cpu_attn import CPUAttentionBackend
+
+    config = json.loads((llm_dir / "config.json").read_text())
+    head = config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"]
+    sizes = CPUAttentionBackend.get_supported_head_sizes()
+    if head not in sizes:
+        raise EngineUnavailable(
+            f"vLLM's CPU attention does not take head size {head} (the LLM in {llm_dir}), only "
+            f"{', '.join(map(str, sizes))}: serve this checkpoint with ENGINE=hf, or with vLLM on a GPU"
+        )
+
+
 def fixes_plugin_loaded() -> bool:
     """Whether vLLM will load the gpt4video-vllm-fixes plugin (installed, not filtered out
     by VLLM_PLUGINS)."""
@@ -153,7 +171,7 @@ class VllmOptions:
     tensor_parallel_size: int = 1
     request_timeout_s: float | None = 120.0  # None: no limit; on expiry the request is aborted
     feature_cache_size: int = 256  # videos whose features stay cached
-    enforce_eager: bool = False  # True: no CUDA graphs (faster start; tests)
+    enforce_eager: bool = False  # True: no CUDA graphs / compile warm-up (faster start; tests)
     seed: int = 0
 
     @classmethod
@@ -169,6 +187,7 @@ class VllmOptions:
             lora_mode=settings.vllm_lora_mode,
             merged_cache_dir=settings.data_dir / "models" / "vllm-merged",
             cpu_kvcache_space_gib=settings.vllm_cpu_kvcache_space,
+            enforce_eager=settings.vllm_enforce_eager,
         )
 
 
@@ -406,6 +425,7 @@ class VllmEngine:
         os.environ.setdefault("VLLM_WORKER_MULTIPROC_METHOD", "spawn")
         on_cpu = not torch.cuda.is_available()
         if on_cpu:
+            check_cpu_head_size(files.llm_dir)
             # Read by vLLM's CPU worker; unset, it would take gpu_memory_utilization of all RAM.
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(options.cpu_kvcache_space_gib))
 

@@ -33,6 +33,7 @@ pytestmark = [pytest.mark.gpu]
 from model.checkpoint import load_checkpoint  # noqa: E402
 from model.engine.base import (  # noqa: E402
     EngineError,
+    EngineUnavailable,
     EngineUnhealthy,
     FailureCode,
     GenerationRequest,
@@ -363,6 +364,17 @@ def test_a_reply_that_reaches_max_model_len_stops_there(vllm_engine, model):
     assert result.finish_reason in ("stop", "length"), result.error
     assert result.prompt_tokens + result.completion_tokens <= MAX_MODEL_LEN
     asyncio.run(vllm_engine.check_health())
+
+
+@pytest.mark.skipif(ON_GPU, reason="a limit of vLLM's CPU attention")
+def test_a_head_size_the_cpu_attention_lacks_is_refused_at_start(tmp_path):
+    """Head size 16 (the tiny builder's default): a clear start error, not an engine that
+    comes up and dies at its first request."""
+    path = build_tiny_checkpoint(tmp_path / "head16", seed=0)
+    model = load_checkpoint(path)
+    with pytest.raises(EngineUnavailable, match="head size 16"):
+        VllmEngine.start(VllmModelFiles.of_model(model, path), RequestInputs.for_model(model, cache_size=0),
+                         _options("merged", tmp_path / "merged"))
 
 
 def test_health_then_shutdown(model, checkpoint, merged_cache):

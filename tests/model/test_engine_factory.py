@@ -170,12 +170,13 @@ def test_options_come_from_settings(tmp_path):
     settings = load_settings(
         vllm_gpu_memory_utilization=0.5, vllm_max_model_len=1024, vllm_max_num_seqs=8,
         vllm_dtype="bfloat16", vllm_tensor_parallel_size=2, llm_request_timeout_s=9,
-        feature_cache_size=3, vllm_lora_mode="lora", vllm_cpu_kvcache_space=3, data_dir=tmp_path,
+        feature_cache_size=3, vllm_lora_mode="lora", vllm_cpu_kvcache_space=3, vllm_enforce_eager=True,
+        data_dir=tmp_path,
     )
     assert VllmOptions.from_settings(settings) == VllmOptions(
         gpu_memory_utilization=0.5, max_model_len=1024, max_num_seqs=8, dtype="bfloat16",
         tensor_parallel_size=2, request_timeout_s=9, feature_cache_size=3, lora_mode="lora",
-        merged_cache_dir=tmp_path / "models" / "vllm-merged", cpu_kvcache_space_gib=3,
+        merged_cache_dir=tmp_path / "models" / "vllm-merged", cpu_kvcache_space_gib=3, enforce_eager=True,
     )
     assert VllmOptions.from_settings(load_settings()).lora_mode == "merged"  # the default
 
