@@ -17,6 +17,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -170,11 +171,10 @@ def service_env(redis_url: str, data_dir: Path, model_dir: Path, **extra: str) -
     return env
 
 
-@pytest.fixture(scope="module")
-def service(scripted_checkpoint_dir: Path, tmp_path_factory: pytest.TempPathFactory,
-            request: pytest.FixtureRequest) -> Iterator[Service]:
-    """API + one LLM worker. A module may set `SERVICE_ENV = {...}` for extra settings and
-    `WORKER_START_TIMEOUT_S` for an engine that starts slower (vLLM: tests/gpu)."""
+@contextmanager
+def running_service(checkpoint_dir: Path, tmp: Path, extra_env: dict[str, str],
+                    worker_start_timeout_s: float = 120) -> Iterator[Service]:
+    """API + one LLM worker on the app tests' Redis db, flushed before and after."""
     url = app_redis_url()
     conn = redis.Redis.from_url(url)
     try:
@@ -182,11 +182,9 @@ def service(scripted_checkpoint_dir: Path, tmp_path_factory: pytest.TempPathFact
     except redis.ConnectionError as exc:
         pytest.fail(f"these tests need a Redis server at {url}: {exc}")
     conn.flushdb()
-    tmp = tmp_path_factory.mktemp("service")
-    extra = getattr(request.module, "SERVICE_ENV", {})
-    env = service_env(url, tmp / "data", scripted_checkpoint_dir, **extra)
+    env = service_env(url, tmp / "data", checkpoint_dir, **extra_env)
     svc = Service(base_url="", data_dir=tmp / "data", redis_url=url, env=env, tmp=tmp,
-                  worker_start_timeout_s=getattr(request.module, "WORKER_START_TIMEOUT_S", 120))
+                  worker_start_timeout_s=worker_start_timeout_s)
     try:
         svc.start_worker()
         svc.api, svc.base_url = start_api(env, tmp)
@@ -194,3 +192,14 @@ def service(scripted_checkpoint_dir: Path, tmp_path_factory: pytest.TempPathFact
     finally:
         svc.stop()
         conn.flushdb()
+
+
+@pytest.fixture(scope="module")
+def service(scripted_checkpoint_dir: Path, tmp_path_factory: pytest.TempPathFactory,
+            request: pytest.FixtureRequest) -> Iterator[Service]:
+    """API + one LLM worker. A module may set `SERVICE_ENV = {...}` for extra settings and
+    `WORKER_START_TIMEOUT_S` for an engine that starts slower (vLLM: tests/gpu)."""
+    with running_service(scripted_checkpoint_dir, tmp_path_factory.mktemp("service"),
+                         getattr(request.module, "SERVICE_ENV", {}),
+                         getattr(request.module, "WORKER_START_TIMEOUT_S", 120)) as svc:
+        yield svc

@@ -8,9 +8,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis
 
-from tests.app.conftest import Service, app_redis_url, service_env, start_api
+from tests.app.conftest import Service, running_service
 
 KEY = "surface-key-a"
 OTHER_KEY = "surface-key-b"
@@ -25,20 +24,5 @@ SURFACE_ENV = {"API_KEYS": f"{KEY},{OTHER_KEY}", "METRICS_TOKEN": METRICS_TOKEN,
 
 @pytest.fixture(scope="package")
 def service(scripted_checkpoint_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    url = app_redis_url()
-    conn = redis.Redis.from_url(url)
-    try:
-        conn.ping()
-    except redis.ConnectionError as exc:
-        pytest.fail(f"these tests need a Redis server at {url}: {exc}")
-    conn.flushdb()
-    tmp = tmp_path_factory.mktemp("surface")
-    env = service_env(url, tmp / "data", scripted_checkpoint_dir, **SURFACE_ENV)
-    svc = Service(base_url="", data_dir=tmp / "data", redis_url=url, env=env, tmp=tmp)
-    try:
-        svc.start_worker()
-        svc.api, svc.base_url = start_api(env, tmp)
+    with running_service(scripted_checkpoint_dir, tmp_path_factory.mktemp("surface"), SURFACE_ENV) as svc:
         yield svc
-    finally:
-        svc.stop()
-        conn.flushdb()
