@@ -1,16 +1,19 @@
 # The two commands of the README:
 #   make up     set up, then run the whole service locally (CPU, local default models)
-#   make test   set up, then run the linter and the test suite (what CI runs)
+#   make test   set up, then run the linter and the test suite (what CI runs): the main
+#               suite in .venv, then the vllm engine's tests in .venv-vllm (make test-vllm)
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install up test lint bench help
+.PHONY: install up test test-main lint bench help
 
 help:
-	@echo "make up    - run api + llm-worker + t2v-worker locally (needs nothing but Python)"
-	@echo "make test  - lint and run the test suite against a local Redis"
+	@echo "make up        - run api + llm-worker + t2v-worker locally (needs nothing but Python)"
+	@echo "make test      - lint, the test suite (test-main) and the vllm engine's tests (test-vllm)"
+	@echo "make test-main - lint and the main suite (hf engine) against a local Redis"
+	@echo "make test-vllm - .venv-vllm (vLLM's CPU backend), then tests/gpu there"
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,7 +32,9 @@ up: install
 lint: install
 	$(BIN)/ruff check .
 
-test: install lint
+test: test-main test-vllm
+
+test-main: install lint
 	scripts/ensure-redis.sh
 	$(BIN)/python -m pytest
 
@@ -43,6 +48,8 @@ VLLM_VENV := .venv-vllm
 vllm-env:
 	scripts/vllm-env.sh
 
-# The vllm engine tests (tests/gpu) on vLLM's CPU backend.
+# The vllm engine's tests (tests/gpu: the engine against hf, and the whole service with
+# ENGINE=vllm) on vLLM's CPU backend; part of `make test`.
 test-vllm: vllm-env
+	scripts/ensure-redis.sh
 	VLLM_CPU_KVCACHE_SPACE=$${VLLM_CPU_KVCACHE_SPACE:-1} $(VLLM_VENV)/bin/python -m pytest tests/gpu
