@@ -35,8 +35,8 @@ def _check_redis(url: str) -> None:
         redis.Redis.from_url(url, socket_connect_timeout=2).ping()
     except redis.exceptions.RedisError as exc:
         raise SystemExit(
-            f"gpt4video up: Redis at {url} does not answer ({exc}).\n"
-            "Start one (e.g. `redis-server --daemonize yes`) or set REDIS_URL."
+            f"gpt4video up: Redis at REDIS_URL={url} does not answer ({exc}).\n"
+            "Start it, or unset REDIS_URL to let `gpt4video up` run its own (with an append-only file)."
         ) from None
 
 
@@ -92,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
         settings = load_settings()
     except SettingsError as exc:
         raise SystemExit(f"gpt4video up: {exc}") from None
+    # Until the children run, SIGTERM ends `up` through the `finally` below (its Redis stops too).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     managed = _start_redis(settings)
     try:
         return _run(args, settings)
