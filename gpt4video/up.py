@@ -130,5 +130,6 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         time.sleep(0.5)
     log.info("stopping: waiting for running requests and jobs")
     _stop_children(children, max(settings.api_grace_s, settings.llm_request_timeout_s) + 5)
-    bad = [c for c in children if c.returncode not in (0, None)]
+    # Ended by the SIGTERM `up` sent (e.g. still loading its model, before its handler was set): a clean stop.
+    bad = [c for c in children if c.returncode not in (0, None, -signal.SIGTERM)]
     return code or (1 if bad else 0)
