@@ -43,7 +43,7 @@ class ErrorEnvelope(BaseModel):
 
 # What an operation answers beyond the statuses every route can (see the module doc).
 OPERATION_ERRORS: dict[tuple[str, str], tuple[int, ...]] = {
-    ("POST", "/v1/videos"): (413, 415, 507),
+    ("POST", "/v1/videos"): (413, 415, 429, 507),
     ("POST", "/v1/videos/understand"): (404, 413, 415, 429, 504, 507),
     ("POST", "/v1/chat"): (404, 429, 504),
     ("POST", "/v1/chat/completions"): (404, 413, 415, 429, 504, 507),
