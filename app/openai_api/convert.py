@@ -49,14 +49,16 @@ def to_sampling(body: ChatCompletionFields, max_new_tokens_limit: int) -> Sampli
 
 async def to_messages(body: ChatCompletionFields, ctx: ChatContext) -> list[ChatMessageFields]:
     """Each message as the native service takes it: text parts joined by newlines, video
-    parts stored or resolved into video ids (the model sees them at the turn's start)."""
+    parts stored or resolved into video ids (the model sees them at the turn's start), an
+    earlier reply's captions from its `gpt4video` field."""
     message_model = chat_schemas(ctx.settings).message
     out = []
     for i, m in enumerate(body.messages):
         text, videos = await _flatten(m, ctx)
+        captions = [v.caption for v in m.gpt4video.videos] if m.gpt4video else []
         try:
             out.append(message_model(role="system" if m.role == "developer" else m.role, content=text,
-                                      videos=videos))
+                                      videos=videos, captions=captions))
         except ValidationError as exc:
             err = exc.errors()[0]
             raise InvalidParam(f"messages[{i}].{'.'.join(map(str, err['loc']))}: {err['msg']}",

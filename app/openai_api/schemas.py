@@ -48,6 +48,23 @@ class VideoPart(BaseModel):
 ContentPart = Annotated[TextPart | VideoPart, Field(discriminator="type")]
 
 
+class EarlierVideo(BaseModel):
+    """One video of an earlier reply, as its `gpt4video.videos` listed it; only the caption
+    is read (its job fields may come along)."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+    caption: str
+
+
+class EarlierReply(BaseModel):
+    """An earlier reply's `gpt4video` field, sent back with its message (as the SDK does
+    with `messages.append(choice.message)`): its captions put the caption tags back where
+    the message's `[video:N]` markers stand, so the model reads its own turn."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+    videos: list[EarlierVideo] = Field(default_factory=list, max_length=8)
+
+
 class MessageFields(BaseModel):
     """A message without its length bounds (see `openai_schemas`)."""
 
@@ -55,6 +72,8 @@ class MessageFields(BaseModel):
     role: Literal["system", "developer", "user", "assistant"]
     content: str | list[ContentPart]
     name: str | None = Field(default=None, description="accepted, not used")
+    refusal: str | None = Field(default=None, description="an earlier reply's; accepted, not used")
+    gpt4video: EarlierReply | None = Field(default=None, description="an earlier reply's (assistant messages)")
 
     @field_validator("content", mode="before")
     @classmethod

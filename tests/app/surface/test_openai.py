@@ -138,3 +138,15 @@ def test_a_wrong_key_is_openais_authentication_error(service: Service) -> None:
     with pytest.raises(openai.AuthenticationError) as caught:
         bad.models.list()
     assert caught.value.body["type"] == "authentication_error"
+
+
+def test_an_earlier_reply_goes_back_as_the_sdk_sends_it(client: openai.OpenAI) -> None:
+    first = _ask(client, "show me a red circle")
+    history = [{"role": "user", "content": "show me a red circle"}, first.choices[0].message,
+               {"role": "user", "content": "hello"}]
+    again = client.chat.completions.create(model=MODEL, messages=history, max_tokens=40, temperature=0)
+    assert again.choices[0].finish_reason in {"stop", "length"}
+    # the caption tag is back in the prompt: more prompt tokens than the markers alone
+    markers_only = client.chat.completions.create(model=MODEL, max_tokens=40, temperature=0, messages=[
+        *history[:1], {"role": "assistant", "content": first.choices[0].message.content}, history[2]])
+    assert again.usage.prompt_tokens > markers_only.usage.prompt_tokens
