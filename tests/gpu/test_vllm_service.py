@@ -67,7 +67,8 @@ def scripted_checkpoint_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_the_worker_serves_with_vllm(service: Service) -> None:
     worker = service.workers[0]
-    assert "engine: vllm" in worker.log() and "vLLM engine up on" in worker.log(), worker.log()
+    log = worker.log_path.read_text(errors="replace")  # all of it: log() is the tail
+    assert "engine: vllm" in log and "vLLM engine up on" in log, worker.log()
 
 
 def test_concurrent_requests_all_get_their_scripted_reply(service: Service) -> None:
