@@ -15,6 +15,7 @@ from app.routers.metrics import _check_access
 from tests.app.conftest import Service
 from tests.app.surface.conftest import KEY, METRICS_TOKEN, SURFACE_ENV
 from tests.media import make_video
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.slow
 
@@ -64,7 +65,9 @@ def test_metrics_count_requests_uploads_moderation_and_jobs(service: Service, tm
     assert _value(after, "g4v_t2v_jobs", state="queued") >= 1  # no t2v worker here: the job waits
     assert _value(after, "g4v_llm_workers") == 1 and ("g4v_llm_queue_depth", ()) in after
     assert _value(after, "g4v_metrics_redis_up") == 1
-    assert any(name == "g4v_llm_worker_batch_size_count" for name, _ in after)
+    # the worker's batch sizes arrive with its next heartbeat (stats in Redis)
+    with service.client(METRICS_TOKEN) as scraper:
+        assert eventually(lambda: "g4v_llm_worker_batch_size_count{" in scraper.get("/metrics").text, 10)
     # the raw path never becomes a label: an unknown URL is counted as "unmatched"
     httpx.get(f"{service.base_url}/no/such/page/12345")
     with service.client(METRICS_TOKEN) as scraper:
