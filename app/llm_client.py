@@ -94,10 +94,13 @@ class LLMClient:
                 await self._release(request_id)
 
     async def wait(self, request_id: str, timeout_s: float) -> wire.LLMReply:
-        async for kind, value in self.events(request_id, timeout_s):
-            if kind == "final":
-                assert isinstance(value, wire.LLMReply)
-                return value
+        # Closed here, not when garbage-collected: its finally (reply stream gone, the key's
+        # LLM slot given back) runs before the answer goes out.
+        async with contextlib.aclosing(self.events(request_id, timeout_s)) as events:
+            async for kind, value in events:
+                if kind == "final":
+                    assert isinstance(value, wire.LLMReply)
+                    return value
         raise GatewayTimeout("the model's reply stream ended without a result", "llm_no_result")
 
 
