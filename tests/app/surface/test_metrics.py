@@ -45,6 +45,7 @@ def test_metrics_count_requests_uploads_moderation_and_jobs(service: Service, tm
         assert c.post("/v1/videos", files={"file": ("big.mp4", big, "video/mp4")}).status_code == 413
         for prompt in ("show me a red circle", "surprise me with a video"):
             r = c.post("/v1/chat/completions", json={"model": SURFACE_ENV["SERVED_MODEL_NAME"], "max_tokens": 40,
+                                                      "temperature": 0,
                                                       "messages": [{"role": "user", "content": prompt}]})
             assert r.status_code == 200, r.text
         page = scraper.get("/metrics")
