@@ -19,7 +19,7 @@ from pathlib import Path
 
 from model.safety.base import SafetyVerdict
 from model.safety.categories import CATEGORY_IDS
-from model.safety.data import PROMPTS_PATH, LabelledPrompt, load_prompts
+from model.safety.data import PROMPTS_PATH, LabelledPrompt, everyday_prompts, load_prompts
 from model.safety.decision import validate_thresholds
 from model.safety.text import TextModerator
 
@@ -115,6 +115,13 @@ def evaluate(
     return score(prompts, verdicts), len(prompts)
 
 
+def everyday_flagged(moderator: TextModerator) -> tuple[int, int]:
+    """(flagged, total) over the held-out everyday chat prompts ("convert 3 gallons to liters")."""
+    prompts = everyday_prompts("test")
+    verdicts = moderator.check_many([p.text for p in prompts], source="eval")
+    return sum(v.flagged for v in verdicts), len(prompts)
+
+
 def _parse_threshold(item: str) -> tuple[str, float]:
     category, _, value = item.partition("=")
     return category, float(value)
@@ -135,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     moderator = TextModerator.load(args.head, thresholds=validate_thresholds(dict(args.threshold)))
     report, n_prompts = evaluate(moderator, args.prompts)
     print(format_report(report, n_prompts, moderator.thresholds))
+    flagged, total = everyday_flagged(moderator)
+    print(f"flagged everyday chat prompts (held out): {flagged}/{total} = {flagged / max(1, total):.3f}")
     return 0
 
 

