@@ -64,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
             "video_id": video_id, "prompt": "What colour is the shape, and where is it going?",
             "max_new_tokens": "48"}), ("message",))
         chat(client, "chat: everyday", [{"role": "user", "content": "Hi! What is the capital of France?"}])
+        asked = chat(client, "chat: a video", [{"role": "user",
+                                                 "content": "Show me a video of a red circle moving to the left."}])
         first = [{"role": "user", "content": "What shape is in this video?", "videos": [video_id]}]
         answer = chat(client, "chat: about the upload", first)
         second = [*first, answer["message"],
@@ -72,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         follow_up = {"role": "user", "content": "And which way does the shape in my video move?"}
         third = [*second, made["message"], follow_up]
         chat(client, "chat: back to the upload", third)
-        for video in made.get("videos", []):
+        for video in [*asked.get("videos", []), *made.get("videos", [])]:
             deadline = time.monotonic() + args.job_timeout
             while True:
                 job = client.get(video["status_url"]).json()
