@@ -32,7 +32,7 @@ def shown_as_text(caption: str) -> str:
 def text_dialogues(count: int, seed: int, world: WorldConfig, writer: TemplateWriter | None = None
                    ) -> Iterator[Conversation]:
     """`count` understanding dialogues about random worlds, each video given as its caption."""
-    writer = writer or TemplateWriter(follow_up_generation_prob=0.0)
+    writer = writer or TemplateWriter(follow_up_generation_prob=0.0, interleaved_generation_prob=0.0)
     rng = np.random.default_rng(seed)
     for i in range(count):
         objects = sample_objects(rng, world, world.min_frames)
