@@ -13,7 +13,6 @@ answers that carry a video tag are dropped (nobody asked for a video).
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import re
 from collections.abc import Sequence
@@ -22,6 +21,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from model.data.everyday import EVERYDAY_PATH, everyday_rows
 from model.data.instructions import write_jsonl
 from model.data.schema import Conversation, Message
 from model.engine.base import GenerationRequest, SamplingParams, Turn
@@ -29,7 +29,6 @@ from model.network import GPT4VideoModel
 
 log = logging.getLogger(__name__)
 
-EVERYDAY_PATH = Path(__file__).with_name("everyday_prompts.jsonl")
 
 
 @dataclass(frozen=True)
@@ -39,8 +38,7 @@ class ChatPrompt:
 
 
 def everyday_prompts(split: str, path: Path = EVERYDAY_PATH) -> list[ChatPrompt]:
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return [ChatPrompt(r["text"], f"everyday:{r['topic']}") for r in rows if r["split"] == split]
+    return [ChatPrompt(r.text, f"everyday:{r.topic}") for r in everyday_rows(split, path)]
 
 
 def safety_requests(split: str) -> list[ChatPrompt]:

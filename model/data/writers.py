@@ -130,7 +130,8 @@ class TemplateWriter:
         """After the first round: a request for a new video of other objects (tagged reply),
         then a question about the uploaded video again, often introduced as such
         ("About my video: ..."), so the model keeps the two apart."""
-        objects = sample_objects(rng, WorldConfig(), WorldConfig().min_frames)
+        world = WorldConfig()
+        objects = sample_objects(rng, world, world.min_frames)
         request = [Message(role="user", content=video_request(objects, rng)[1]),
                    Message(role="assistant", content=tagged(caption_for(objects)))]
         rest = messages[2:]

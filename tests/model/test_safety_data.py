@@ -6,8 +6,9 @@ import json
 from collections import Counter
 from dataclasses import asdict
 
+from model.data.everyday import EVERYDAY_PATH
 from model.safety.categories import CATEGORY_IDS, SAFE
-from model.safety.data import EVERYDAY_PATH, PROMPTS_PATH, everyday_prompts, load_prompts
+from model.safety.data import PROMPTS_PATH, everyday_prompts, load_prompts
 from model.safety.data.build_prompts import build_records
 
 

@@ -11,9 +11,6 @@ from pydantic import BaseModel, ValidationError, model_validator
 from model.safety.categories import CATEGORY_IDS, LABELS, SAFE
 
 PROMPTS_PATH = Path(__file__).with_name("prompts.jsonl")
-# The project's everyday chat prompts (greetings, questions, "convert 3 gallons to liters"):
-# plain benign requests the moderator must let through; their split is kept.
-EVERYDAY_PATH = Path(__file__).resolve().parents[2] / "data" / "everyday_prompts.jsonl"
 
 Kind = Literal["harmful", "benign_lookalike", "benign"]
 Split = Literal["train", "test"]
@@ -64,9 +61,11 @@ def load_prompts(path: Path | None = None, split: Split | None = None) -> list[L
     return [p for p in prompts if split is None or p.split == split]
 
 
-def everyday_prompts(split: Split, path: Path = EVERYDAY_PATH) -> list[LabelledPrompt]:
-    """The everyday chat prompts of `split` as plain benign (safe) prompts, one group each."""
-    rows = [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
-    return [LabelledPrompt(text=r["text"], label=SAFE, kind="benign", split=split, style="request",
-                           group=f"everyday-{r['topic']}-{number}")
-            for number, r in enumerate(rows) if r["split"] == split]
+def everyday_prompts(split: Split) -> list[LabelledPrompt]:
+    """The project's everyday chat prompts of `split` ("convert 3 gallons to liters") as plain
+    benign (safe) prompts the moderator must let through, one group each."""
+    from model.data.everyday import everyday_rows
+
+    return [LabelledPrompt(text=r.text, label=SAFE, kind="benign", split=split, style="request",
+                           group=f"everyday-{split}-{r.topic}-{number}")
+            for number, r in enumerate(everyday_rows(split))]
