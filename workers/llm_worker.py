@@ -32,12 +32,12 @@ from model.engine.base import (
     AsyncEngine,
     FailureCode,
     GenerationRequest,
-    GenerationResult,
     SamplingParams,
     Turn,
 )
 from model.safety.base import FrameChecker, PassThroughFrameChecker, SafetyVerdict
-from model.safety.policy import TextChecker, screen_captions, screen_frames, screen_user_turn, withheld_notice
+from model.safety.policy import TextChecker, screen_frames, screen_user_turn
+from workers.reply_moderation import StreamModerator, moderate_reply
 
 log = logging.getLogger("gpt4video.llm_worker")
 _REDIS_LOST = (RedisConnectionError, RedisTimeoutError)
@@ -76,33 +76,6 @@ def to_generation_request(req: wire.LLMRequest) -> GenerationRequest:
             top_p=req.sampling.top_p, seed=req.sampling.seed, stop=tuple(req.sampling.stop),
         ),
         video_paths=dict(req.video_paths),
-    )
-
-
-def moderate_reply(
-    req: wire.LLMRequest, result: GenerationResult, moderator: TextChecker | None, worker: str
-) -> wire.LLMReply:
-    """Drop captions the moderator flags; the text says which video was withheld and why."""
-    if result.finish_reason == "error":
-        return wire.LLMReply.failure(req.id, result.error_code or FailureCode.ENGINE_ERROR,
-                                     result.error or "generation failed", worker)
-    captions: list[str] = []
-    withheld: list[wire.SafetyHit] = []
-    text = result.text
-    verdicts = (screen_captions(moderator, result.captions) if moderator
-                else [SafetyVerdict(flagged=False)] * len(result.captions))
-    for index, (caption, verdict) in enumerate(zip(result.captions, verdicts, strict=True)):
-        marker = f"[video:{index}]"
-        if verdict.flagged and verdict.category:
-            withheld.append(wire.SafetyHit(category=verdict.category, score=verdict.score))
-            text = text.replace(marker, withheld_notice(verdict.category))
-        else:
-            text = text.replace(marker, f"[video:{len(captions)}]")
-            captions.append(caption)
-    return wire.LLMReply(
-        id=req.id, status="ok", text=text, raw_text=result.raw_text, captions=captions,
-        withheld=withheld, finish_reason=result.finish_reason, prompt_tokens=result.prompt_tokens,
-        completion_tokens=result.completion_tokens, worker=worker,
     )
 
 
@@ -377,21 +350,27 @@ class LLMWorker:
                 id=req.id, status="refused", text=self.refusal_text(category), finish_reason="stop",
                 refusal=wire.SafetyHit(category=category, score=flagged_video.score), worker=self.name)
 
+        # Streamed deltas are the moderated text (workers.reply_moderation): a caption goes
+        # out only once judged, as its marker or the withheld notice.
+        moderated = StreamModerator(self.moderator)
+
         def on_delta(request_id: str, delta: str) -> None:
             previous = last_delta[-1] if last_delta else None
-            last_delta[:] = [asyncio.create_task(self._publish_after(previous, request_id, delta))]
+            last_delta[:] = [asyncio.create_task(self._publish_after(previous, request_id, moderated, delta))]
 
         try:
             result = await self.engine.submit(to_generation_request(req), on_delta if req.stream else None)
         finally:
             if last_delta:
                 await last_delta[-1]
-        return moderate_reply(req, result, self.moderator, self.name)
+        return moderate_reply(req, result, self.moderator, self.name, known=moderated.verdicts)
 
-    async def _publish_after(self, previous: asyncio.Task | None, request_id: str, delta: str) -> None:
+    async def _publish_after(self, previous: asyncio.Task | None, request_id: str, moderated: StreamModerator,
+                             delta: str) -> None:
         if previous is not None:
             await previous
-        await self._publish(request_id, {"type": "delta", "text": delta})
+        if text := moderated.feed(delta):
+            await self._publish(request_id, {"type": "delta", "text": text})
 
     async def _screen_videos(self, video_paths: dict[str, str]) -> SafetyVerdict | None:
         """The first flagged video's verdict, or None. Verdicts are cached by video id

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -33,6 +34,8 @@ from gpt4video.jobs import JobStore, enqueue_video_job
 from gpt4video.settings import Settings
 from model.t2v_request import VideoParams
 from model.tags import restore_tags
+
+log = logging.getLogger("gpt4video.api")
 
 
 @dataclass
@@ -119,7 +122,10 @@ async def chat(ctx: ChatContext, request: wire.LLMRequest, video: VideoParams) -
 
 @dataclass(frozen=True)
 class TextDelta:
-    """Text the model has just decoded (raw: caption tags still in it)."""
+    """More of the reply's text. The deltas join into the final `message.content`: the LLM
+    worker streams moderated text (a caption only once judged, as its `[video:N]` marker or
+    the withheld notice; `workers.reply_moderation`), and what it still held when decoding
+    ended (a caption cut by the token limit, a refusal) comes as one last delta."""
 
     text: str
 
@@ -144,15 +150,19 @@ async def chat_stream(ctx: ChatContext, request: wire.LLMRequest, video: VideoPa
     its own protocol (`chat_events` here, `app.openai_api.stream` for OpenAI chunks)."""
     llm = ctx.llm
     completed = False
+    sent = ""
     try:
         async for kind, value in llm.events(request.id, ctx.settings.llm_request_timeout_s):
             if kind == "delta":
                 assert isinstance(value, str)
+                sent += value
                 yield TextDelta(value)
             else:
                 assert isinstance(value, wire.LLMReply)
                 response = await finish_reply(ctx, value, video)
                 completed = True
+                if rest := _rest(sent, response.message.content):
+                    yield TextDelta(rest)
                 yield Completed(response)
     except APIError as exc:
         completed = True
@@ -162,13 +172,21 @@ async def chat_stream(ctx: ChatContext, request: wire.LLMRequest, video: VideoPa
             await llm.abort(request.id)
 
 
+def _rest(sent: str, final: str) -> str:
+    if not final.startswith(sent):  # the worker streams a prefix of the final text; this would be a bug
+        log.warning("streamed text %r is not a prefix of the final reply", sent[:80])
+        return ""
+    return final[len(sent):]
+
+
 def _sse(event: str, data: str) -> str:
     return f"event: {event}\ndata: {data}\n\n"
 
 
 async def chat_events(ctx: ChatContext, request: wire.LLMRequest, video: VideoParams) -> AsyncIterator[str]:
-    """/v1/chat's server-sent events: `delta` ({"text"}) while decoding, then `done` (the
-    ChatResponse) or `error` (the error envelope). The request is submitted before streaming
+    """/v1/chat's server-sent events: `delta` ({"text"}: the deltas join into the reply's
+    `message.content`) while decoding, then `done` (the ChatResponse) or `error` (the error
+    envelope). The request is submitted before streaming
     starts, so submission errors are ordinary HTTP errors."""
     async with aclosing(chat_stream(ctx, request, video)) as events:
         async for event in events:

@@ -107,8 +107,8 @@ def test_streaming_chat_sends_deltas_then_the_result(service: Service) -> None:
     deltas = [json.loads(d)["text"] for e, d in events if e == "delta"]
     done = [json.loads(d) for e, d in events if e == "done"]
     assert len(deltas) > 1
-    assert "".join(deltas) == "Here it is: <video>a red circle moves to the left</video> Enjoy!"
     assert len(done) == 1 and done[0]["captions"] == ["a red circle moves to the left"]
+    assert "".join(deltas) == done[0]["message"]["content"] == "Here it is: [video:0] Enjoy!"  # moderated text
     assert len(done[0]["videos"]) == 1
 
 
