@@ -36,6 +36,7 @@ test: test-main test-vllm
 
 test-main: install lint
 	scripts/ensure-redis.sh
+	scripts/ensure-chromium.sh
 	$(BIN)/python -m pytest
 
 # --- vLLM's CPU backend (issue 14) -------------------------------------------------------

@@ -21,6 +21,7 @@ from app.metrics import install_metrics
 from app.openapi import install_openapi
 from app.reaper import Reaper
 from app.routers import chat, health, jobs, openai_chat, videos
+from app.routers.web import install_web
 from app.uploads import VideoStore
 from gpt4video.jobs import JobStore
 from gpt4video.settings import Settings, get_settings
@@ -61,6 +62,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in (health.router, videos.router, chat.build_router(settings), openai_chat.build_router(settings),
                    jobs.router):
         app.include_router(router)
+    install_web(app)  # GET / (the chat page) and its assets under /web/
     install_openapi(app)
     install_metrics(app, settings)
     return app
