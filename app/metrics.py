@@ -5,7 +5,8 @@ template and status (`MetricsMiddleware`), upload bytes and rejections by reason
 (`Metrics.upload`), moderation decisions and tokens from each LLM reply
 (`Metrics.observe_reply`). Read from Redis at scrape time (`RedisCollector`): the LLM
 request backlog and in-flight requests, live LLM workers and their batching statistics,
-the t2v jobs in each RQ state. The README lists them for a Grafana dashboard.
+the t2v jobs in each RQ state and their render times (`gpt4video.job_timings`). The
+README lists them for a Grafana dashboard.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.errors import APIError
 from gpt4video import llm_protocol as wire
+from gpt4video.job_timings import read_durations
 from gpt4video.jobs import T2V_QUEUE
 from gpt4video.settings import Settings
 
@@ -174,13 +176,19 @@ class RedisCollector(Collector):
                 batches.add_metric([name], buckets, total)
         yield from (requests, refused, failed, batches)
 
-    def _t2v(self) -> Iterator[GaugeMetricFamily]:
+    def _t2v(self) -> Iterator[GaugeMetricFamily | HistogramMetricFamily]:
         jobs = GaugeMetricFamily("g4v_t2v_jobs", "video jobs in each RQ state", labels=["state"])
         queue = Queue(T2V_QUEUE, connection=self.redis)
         jobs.add_metric(["queued"], queue.count)
         for state, registry in _RQ_REGISTRIES.items():
             jobs.add_metric([state], registry(queue=queue).get_job_count(cleanup=False))
         yield jobs
+        durations = HistogramMetricFamily("g4v_t2v_job_duration_seconds", "t2v render time, start to outcome "
+                                          "(succeeded, failed, refused, canceled; error: raised, maybe retried)",
+                                          labels=["status"])
+        for status, (buckets, total) in read_durations(self.redis).items():
+            durations.add_metric([status], buckets, total)
+        yield durations
 
 
 class MetricsMiddleware:

@@ -23,6 +23,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq.job import Job
 from rq.timeouts import JobTimeoutException
 
+from gpt4video.job_timings import record_duration
 from gpt4video.jobs import JobNotFound, JobRecord, JobStatus, JobStore, output_path
 from model.safety.base import FrameChecker, SafetyVerdict
 from model.safety.policy import screen_frames
@@ -60,15 +61,25 @@ def render_job(ctx: RenderContext, job_id: str, rq_job: Job | None) -> dict[str,
     if record.status.is_final:
         log.info("job %s is already %s; skipping duplicate delivery", job_id, record.status)
         return {"status": str(record.status)}
+    started = time.monotonic()
+    outcome = "error"  # the render raised: failed, or queued again for a retry
     try:
-        return _render(ctx, record, rq_job)
+        result = _render(ctx, record, rq_job)
+        outcome = result["status"]
+        return result
     except RenderCanceled:
         output_path(ctx.outputs_dir, job_id).unlink(missing_ok=True)  # the API may have removed it first
         log.info("job %s canceled by its owner; render stopped", job_id)
-        return {"status": str(JobStatus.CANCELED)}
+        outcome = str(JobStatus.CANCELED)
+        return {"status": outcome}
     except Exception as exc:
         _record_failure(ctx.store, job_id, rq_job, exc)
         raise
+    finally:
+        try:  # for /metrics (g4v_t2v_job_duration_seconds); never in the way of the job's own outcome
+            record_duration(ctx.store.redis, outcome, time.monotonic() - started)
+        except Exception:
+            log.warning("job %s: duration not recorded", job_id, exc_info=True)
 
 
 def _render(ctx: RenderContext, record: JobRecord, rq_job: Job | None) -> dict[str, Any]:

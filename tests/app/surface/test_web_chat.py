@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from tests.app.conftest import REPO_ROOT, SCRIPT, Service
-from tests.app.surface.conftest import KEY
+from tests.app.surface.conftest import KEY, METRICS_TOKEN
 from tests.app.test_video_jobs import start_t2v_worker, tiny_t2v_dir  # noqa: F401 (a fixture)
 from tests.media import make_random_bytes, make_video
 
@@ -146,6 +146,10 @@ def test_ask_for_a_video_watch_it_play_then_ask_about_an_upload(page, service: S
     assert card.get_attribute("data-status") == "succeeded"
     states = page.evaluate("window.__jobStates")
     assert states[0].startswith("queued") and states[-1] == "ready: 6 frames at 6 fps, 48×32", states
+    # The render's time, recorded by the t2v worker, is in /metrics.
+    metrics = httpx.get(service.base_url + "/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"}).text
+    rendered = re.search(r'^g4v_t2v_job_duration_seconds_count\{status="succeeded"\} (\S+)$', metrics, re.M)
+    assert rendered and float(rendered.group(1)) >= 1, metrics  # earlier modules' queued jobs may count too
 
     # 3. Upload: a preview, then the stored id.
     clip = make_video(tmp_path / "clip.mp4", frames=16, width=64, height=48, fps=8)
