@@ -1,8 +1,8 @@
-"""`gpt4video data binding`: two-object dialogues asking each object's shape by its colour and colour by its shape.
+"""`gpt4video data binding`: two-object dialogues that ask about each object by its other attributes.
 
-A video's four questions are the shape of each object by its colour ("Which shape is
-red?") and the colour of each by its shape; a dialogue asks 2-4 of them in random order
-and wording, the first turn showing the video.
+A video's six questions are the shape of each object by its colour ("Which shape is
+red?"), and the colour and the motion of each by its shape ("How does the square move?");
+a dialogue asks 2-4 of them in random order and wording, the first turn showing the video.
 
 The mixed understanding dialogues (`data instructions`) ask about one random object per
 attribute: about 0.6 shape questions per two-object video (638 for 1038 such videos in
@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from model.data.instructions import read_caption_items, write_jsonl
-from model.data.questions import colour_question, shape_question
+from model.data.questions import colour_question, motion_question, shape_question
 from model.data.schema import Conversation, Message
 from model.data.shapes import ShapesRecord
 from model.data.writers import CaptionItem
@@ -32,11 +32,12 @@ class BindingDataError(ValueError):
 
 
 def binding_messages(record: ShapesRecord, rng: np.random.Generator) -> list[Message]:
-    """2-4 rounds drawn from {shape of each object by colour, colour of each by shape}."""
+    """2-4 rounds drawn from {shape of each object by colour, colour and motion of each by shape}."""
     questions = []
     for obj in record.objects:
         questions.append(shape_question(record, obj, rng))
         questions.append(colour_question(record, obj, rng))
+        questions.append(motion_question(record, obj, rng))
     order = rng.permutation(len(questions))[: int(rng.integers(2, 5))]
     messages: list[Message] = []
     for i, k in enumerate(order):

@@ -39,6 +39,7 @@ from model.data.questions import (
 )
 from model.data.shapes import ShapesRecord, WorldConfig, caption_for, generate_split, read_records, sample_objects
 from model.engine.base import Engine, GenerationRequest, GenerationResult, SamplingParams, Turn
+from model.video.sampling import SamplingOptions
 
 log = logging.getLogger(__name__)
 
@@ -161,6 +162,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="held-out everyday and harmful prompts each (0: skip the text-only figures)")
     parser.add_argument("--no-base", action="store_true", help="skip the base model's anchor figures")
     parser.add_argument("--multi-turn", type=int, default=50, help="three-turn conversations (0: skip)")
+    parser.add_argument("--sampling", default="exact", choices=("exact", "keyframe"),
+                        help="how frames are picked from each video (the server's VIDEO_SAMPLING)")
+    parser.add_argument("--keyframe-tolerance", type=float, default=SamplingOptions().keyframe_tolerance_s,
+                        help="keyframe mode: seconds a keyframe may lie from its target (VIDEO_KEYFRAME_TOLERANCE_S)")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--json", type=Path, help="also write the full report here")
     parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
@@ -177,6 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     from model.eval.multi_turn import multi_turn_metrics
 
     progress = not args.no_progress
+    sampling = SamplingOptions(args.sampling, args.keyframe_tolerance)
     with tempfile.TemporaryDirectory() as tmp:
         data = args.data
         if data is None:
@@ -184,14 +190,14 @@ def main(argv: list[str] | None = None) -> int:
             generate_split(data, args.split, args.limit, args.data_seed, WorldConfig(), progress=progress)
         records = list(read_records(data / f"{args.split}.jsonl"))[: args.limit]
         model = load_checkpoint(args.checkpoint)
-        engine = HFEngine(model)
+        engine = HFEngine(model, sampling=sampling)
         reports = {wording: run_eval(engine, build_requests(records, data, args.seed, wording=wording),
                                      args.batch, progress) for wording in args.wording}
         chat = chat_metrics(engine, model, args.batch, args.chat_limit, progress=progress,
                             with_base=not args.no_base) if args.chat_limit else {}
         multi = multi_turn_metrics(engine, records[: args.multi_turn], data, args.seed, args.batch) \
             if args.multi_turn else {}
-    print(f"checkpoint: {args.checkpoint}  videos: {len(records)} ({args.split})")
+    print(f"checkpoint: {args.checkpoint}  videos: {len(records)} ({args.split})  sampling: {sampling.key()}")
     for wording, report in reports.items():
         label = "held-out wording (test families)" if wording == "test" else "seen wording (train families)"
         print(f"\n{label}, wall {report.wall_s:.1f}s")
@@ -204,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
               f"video request {multi['video_request']:.3f}, follow-up {multi['follow_up']:.3f}, "
               f"all three {multi['all_three']:.3f}")
     if args.json:
-        args.json.write_text(json.dumps({"wording": {w: r.as_dict() for w, r in reports.items()},
+        args.json.write_text(json.dumps({"sampling": sampling.key(),
+                                         "wording": {w: r.as_dict() for w, r in reports.items()},
                                          "chat": chat, "multi_turn": multi}, indent=2))
     return 0

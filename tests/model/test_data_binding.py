@@ -1,4 +1,4 @@
-"""Binding dialogues: both objects of every two-object video asked by the other attribute."""
+"""Binding dialogues: both objects of every two-object video asked about by their other attributes."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 
 from model.data.binding import BindingDataError, binding_dialogues, main
 from model.data.instructions import read_caption_items, read_conversations
-from model.data.shapes import COLOURS, SHAPES, WorldConfig, generate_split, read_records
+from model.data.shapes import COLOURS, MOTION_PHRASE, SHAPES, WorldConfig, generate_split, read_records
 
 WORLD = WorldConfig(size=32, min_frames=4, max_frames=6, two_object_prob=0.6)
 
@@ -48,12 +48,17 @@ def test_cli_asks_every_two_object_video_about_both_bindings(captions: Path, tmp
                 (obj,) = [o for o in record.objects if o.colour == colour]
                 assert _named(answer.content, SHAPES) == {obj.shape}, (question.content, answer.content)
                 asked["shape"] += 1
-            else:  # "What colour is the triangle?": that object's colour
-                (shape,) = _named(question.content, SHAPES)
-                (obj,) = [o for o in record.objects if o.shape == shape]
+                continue
+            (shape,) = _named(question.content, SHAPES)
+            (obj,) = [o for o in record.objects if o.shape == shape]
+            if _named(answer.content, COLOURS):  # "What colour is the triangle?": that object's colour
                 assert _named(answer.content, COLOURS) == {obj.colour}, (question.content, answer.content)
                 asked["colour"] += 1
-    assert asked["shape"] > 0 and asked["colour"] > 0
+            else:  # "How does the triangle move?": that object's motion, not the other's
+                assert answer.content == f"The {obj.shape} {MOTION_PHRASE[obj.motion]}.", (question.content,
+                                                                                          answer.content)
+                asked["motion"] += 1
+    assert asked["shape"] > 0 and asked["colour"] > 0 and asked["motion"] > 0
 
 
 def test_same_seed_same_dialogues(captions: Path) -> None:
