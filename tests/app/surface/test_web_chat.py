@@ -3,13 +3,16 @@ driven by Playwright; `scripts/ensure-chromium.sh` installs it, no browser is do
 the real API, LLM worker (scripted checkpoint, shipped moderation head) and a t2v worker.
 
 The page loads nothing from outside the service: every request to another host is
-aborted and counted. The chat test's screenshot is kept in the test's tmp dir and copied
-to docs/screenshots/web-chat.png (the README shows it); /docs's to docs/screenshots/docs.png.
+aborted and counted. The screenshots of the page after a generated video played
+(web-chat.png) and of /docs (docs.png) are kept as test artefacts in test-artifacts/screenshots/
+(git ignores it); with UPDATE_DOCS_SCREENSHOTS=1 they also replace the README's copies in
+docs/screenshots/, so a test run leaves the checkout as it was.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 from collections.abc import Iterator
@@ -27,7 +30,8 @@ from tests.media import make_random_bytes, make_video
 pytestmark = pytest.mark.slow
 
 CHROMIUM = Path("/usr/bin/chromium")
-SCREENSHOTS = REPO_ROOT / "docs" / "screenshots"
+ARTEFACTS = REPO_ROOT / "test-artifacts" / "screenshots"
+DOCS_SCREENSHOTS = REPO_ROOT / "docs" / "screenshots"
 TIMEOUT_MS = 30_000
 VIDEO_SETTINGS = {"num_frames": 6, "num_inference_steps": 4, "width": 48, "height": 32, "fps": 6, "seed": 7}
 
@@ -174,10 +178,7 @@ def test_ask_for_a_video_watch_it_play_then_ask_about_an_upload(page, service: S
     assert not page.is_visible("#preview")  # and the next message starts without one
 
     page.wait_for_function("document.querySelector('.job video').ended")  # a 1 s clip: the screenshot shows its end
-    shot = tmp_path / "web-chat.png"
-    page.screenshot(path=str(shot), full_page=True)
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(shot, SCREENSHOTS / "web-chat.png")
+    _keep_screenshot(page, "web-chat.png", full_page=True)
 
 
 def test_refusals_and_withheld_videos_are_shown_as_such(page, service: Service) -> None:
@@ -220,5 +221,13 @@ def test_docs_render_the_operations_offline(page, service: Service) -> None:
     paths = page.eval_on_selector_all(".opblock-summary-path", "nodes => nodes.map(n => n.dataset.path)")
     spec = httpx.get(service.base_url + "/openapi.json").json()
     assert sorted(set(paths)) == sorted(spec["paths"])
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / "docs.png"))
+    _keep_screenshot(page, "docs.png")
+
+
+def _keep_screenshot(page, name: str, full_page: bool = False) -> None:
+    """`name` in the test artefacts; also in docs/screenshots with UPDATE_DOCS_SCREENSHOTS=1."""
+    ARTEFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTEFACTS / name), full_page=full_page)
+    if os.environ.get("UPDATE_DOCS_SCREENSHOTS") == "1":
+        DOCS_SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(ARTEFACTS / name, DOCS_SCREENSHOTS / name)
