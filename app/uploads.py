@@ -50,6 +50,8 @@ class ReceivedForm:
     file_path: Path | None = None
     file_size: int = 0
     sha256: str = ""
+    # The file's name as the client sent it (for messages; the server's copy is file_path).
+    file_name: str = "the upload"
 
 
 class VideoStore:
@@ -166,6 +168,7 @@ class VideoStore:
                     return
                 handle = open(temp, "wb")  # noqa: SIM115 - closed in on_part_end / finally
                 form.file_path = temp
+                form.file_name = Path(disp[b"filename"].decode("utf-8", "replace")).name or form.file_name
 
         def on_part_data(data: bytes, start: int, end: int) -> None:
             chunk = data[start:end]

@@ -74,4 +74,5 @@ def _decode(payload: str, limit: int) -> bytes:
 def _write_temp(data: bytes, tmp_dir: Path) -> ReceivedForm:
     path = tmp_dir / f"upload-{uuid.uuid4().hex}"
     path.write_bytes(data)
-    return ReceivedForm(file_path=path, file_size=len(data), sha256=hashlib.sha256(data).hexdigest())
+    return ReceivedForm(file_path=path, file_size=len(data), sha256=hashlib.sha256(data).hexdigest(),
+                        file_name="the data: video")

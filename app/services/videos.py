@@ -70,11 +70,17 @@ async def probe_upload(form: ReceivedForm, settings: Settings) -> dict:
                                        settings.probe_memory_mb)
     except (NoVideoStream, CorruptVideo) as exc:
         form.file_path.unlink(missing_ok=True)
-        raise UnsupportedMedia(f"not a readable video: {exc}", exc.code) from None
+        raise UnsupportedMedia(f"not a readable video: {_in_client_terms(exc, form)}", exc.code) from None
     except VideoError as exc:
         form.file_path.unlink(missing_ok=True)
-        raise Unprocessable(str(exc), exc.code) from None
+        raise Unprocessable(_in_client_terms(exc, form), exc.code) from None
     return asdict(info)
+
+
+def _in_client_terms(exc: Exception, form: ReceivedForm) -> str:
+    """The probe's message names the server's temporary file: name the client's file instead."""
+    assert form.file_path is not None
+    return str(exc).replace(str(form.file_path), form.file_name).replace(form.file_path.name, form.file_name)
 
 
 async def store_upload(form: ReceivedForm, settings: Settings, store: VideoStore, redis: aioredis.Redis,

@@ -79,6 +79,8 @@ def test_undecodable_uploads_are_rejected(service: Service, media: dict[str, Pat
         err = _error(c.post("/v1/videos", files={"file": (f"{kind}.mp4", media[kind].read_bytes(), "video/mp4")}),
                      status)
     assert err["code"] in {"corrupt_video", "no_video_stream"}
+    # The message names the file the client sent, never the server's temporary file.
+    assert f"{kind}.mp4" in err["message"] and "upload-" not in err["message"], err["message"]
     assert _stored_files(service) == before
 
 
