@@ -32,6 +32,7 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("train", "stage1"): ("model.train.stage1", "train the abstractor on video-caption pairs"),
     ("train", "stage2"): ("model.train.stage2", "train the LoRA (and abstractor) on instruction data"),
     ("train", "shapes-default"): ("model.train.recipe", "rebuild the shipped shapes checkpoint end to end"),
+    ("train", "t2v"): ("model.t2v.train", "train a small diffusers text-to-video pipeline on shapes-world clips"),
     ("train-safety",): ("model.safety.train_text", "train the text moderation head"),
     ("build-safety-prompts",): ("model.safety.data.build_prompts", "regenerate the labelled moderation prompt set"),
     ("build-refusal-data",): ("model.safety.refusal_data", "write refusal conversations for training"),

@@ -17,18 +17,14 @@ import tempfile
 from pathlib import Path
 
 import torch
-from diffusers import AutoencoderKL, DDIMScheduler, TextToVideoSDPipeline, UNet3DConditionModel
-from tokenizers.pre_tokenizers import ByteLevel
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
+from model.t2v.components import build_pipeline, load_architecture
 from model.t2v.profiles import PipelineProfile, write_profile
 
 log = logging.getLogger(__name__)
 
-TEXT_WIDTH = 16  # CLIP hidden size == UNet cross-attention width
-MAX_PROMPT_TOKENS = 32
-# What the tiny pipeline can do fast: 32x32, 8 frames, a few steps. VAE /2 and one UNet
-# downsampling -> sides must be a multiple of 4; 8 keeps a margin.
+# Its sizes are model/t2v/configs/tiny.json. What it can do fast: 32x32, 8 frames, a few
+# steps. VAE /2 and one UNet downsampling -> sides must be a multiple of 4; 8 keeps a margin.
 TINY_PROFILE = PipelineProfile(
     default_num_frames=8, min_num_frames=1, max_num_frames=16,
     default_height=32, default_width=32, min_size=16, max_size=64, size_multiple=8,
@@ -41,42 +37,11 @@ def build_tiny_t2v_pipeline(out_dir: Path, seed: int = 0) -> Path:
     """Save a tiny TextToVideoSDPipeline (plus its profile) to `out_dir`; return `out_dir`."""
     out_dir = Path(out_dir)
     torch.manual_seed(seed)
-    tokenizer = _byte_level_clip_tokenizer()
-    text_encoder = CLIPTextModel(CLIPTextConfig(
-        vocab_size=len(tokenizer), hidden_size=TEXT_WIDTH, intermediate_size=2 * TEXT_WIDTH,
-        num_hidden_layers=2, num_attention_heads=2, max_position_embeddings=MAX_PROMPT_TOKENS,
-        projection_dim=TEXT_WIDTH, bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-    ))
-    unet = UNet3DConditionModel(
-        sample_size=16, in_channels=4, out_channels=4, block_out_channels=(8, 8),
-        layers_per_block=1, down_block_types=("CrossAttnDownBlock3D", "DownBlock3D"),
-        up_block_types=("UpBlock3D", "CrossAttnUpBlock3D"), cross_attention_dim=TEXT_WIDTH,
-        attention_head_dim=4, norm_num_groups=2,
-    )
-    vae = AutoencoderKL(
-        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 8),
-        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
-        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"), norm_num_groups=2, sample_size=32,
-    )
-    scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                              clip_sample=False, set_alpha_to_one=False)
-    pipeline = TextToVideoSDPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
-                                     unet=unet, scheduler=scheduler)
+    pipeline = build_pipeline(load_architecture("tiny"))
     pipeline.save_pretrained(out_dir)
     write_profile(out_dir, TINY_PROFILE)
     log.info("tiny text-to-video pipeline written to %s", out_dir)
     return out_dir
-
-
-def _byte_level_clip_tokenizer() -> CLIPTokenizer:
-    """A CLIP tokenizer over the 256 byte symbols (no merges): every text maps to bytes."""
-    alphabet = sorted(ByteLevel.alphabet())
-    vocab = {symbol: i for i, symbol in enumerate(alphabet)}
-    vocab.update({symbol + "</w>": len(alphabet) + i for i, symbol in enumerate(alphabet)})
-    vocab["<|startoftext|>"] = len(vocab)
-    vocab["<|endoftext|>"] = len(vocab)
-    return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=MAX_PROMPT_TOKENS)
 
 
 def ensure_tiny_t2v_pipeline(out_dir: Path, seed: int = 0) -> Path:
