@@ -40,8 +40,10 @@ from model.engine.base import (  # noqa: E402
     SamplingParams,
     Turn,
 )
+from model.engine.feature_store import DiskFeatureStore, feature_key  # noqa: E402
 from model.engine.hf_engine import HFEngine  # noqa: E402
 from model.engine.inputs import RequestInputs  # noqa: E402
+from model.engine.video_features import encoder_fingerprint  # noqa: E402
 from model.engine.vllm_engine import (  # noqa: E402
     VllmEngine,
     VllmModelFiles,
@@ -49,6 +51,7 @@ from model.engine.vllm_engine import (  # noqa: E402
     vllm_platform,
 )
 from model.tiny import TinySizes, build_tiny_checkpoint  # noqa: E402
+from model.video.sampling import SamplingOptions  # noqa: E402
 from tests.media import make_video  # noqa: E402
 from tests.waiting import eventually  # noqa: E402
 
@@ -96,12 +99,25 @@ def _options(lora_mode: str, merged_cache: Path, **overrides) -> VllmOptions:
     return VllmOptions(**values)
 
 
+@pytest.fixture(scope="module")
+def feature_store(tmp_path_factory: pytest.TempPathFactory) -> DiskFeatureStore:
+    """The shared video-feature store (issue 18) behind both vllm engines, as the worker has it."""
+    return DiskFeatureStore(tmp_path_factory.mktemp("features"), max_bytes=64 << 20)
+
+
+@pytest.fixture(scope="module")
+def vllm_inputs(model, feature_store: DiskFeatureStore) -> RequestInputs:
+    """The vllm engines' video features: the per-process LRU in front of the shared store."""
+    return RequestInputs.for_model(model, cache_size=16, store=feature_store)
+
+
 @pytest.fixture(scope="module", params=["merged", "lora"])
-def vllm_engine(request: pytest.FixtureRequest, model, checkpoint: Path, merged_cache: Path):
+def vllm_engine(request: pytest.FixtureRequest, model, checkpoint: Path, merged_cache: Path,
+                vllm_inputs: RequestInputs):
     """One engine per lora mode; pytest runs all tests of one mode before starting the next."""
     engine = VllmEngine.start(
         VllmModelFiles.of_model(model, checkpoint),
-        RequestInputs.for_model(model, cache_size=16),
+        vllm_inputs,
         _options(request.param, merged_cache),
         eos_token_id=model.tokenizer.eos_token_id,
     )
@@ -185,6 +201,40 @@ def test_the_adapter_changes_the_output(vllm_engine, hf_engine, model):
     assert [_comparable(r) for r in with_lora] == [_comparable(r) for r in _hf_one_by_one(hf_engine, requests)]
     hf_base = _hf_base_one_by_one(hf_engine, model, requests)
     assert [r.raw_text for r in with_lora] != [r.raw_text for r in hf_base]
+
+
+def _no_decoding(path: str, n: int, size: int):
+    raise AssertionError(f"{path} was decoded: its features should have come from the shared store")
+
+
+@MERGED_ONLY
+def test_video_features_are_shared_through_the_store(vllm_engine, vllm_inputs, model, feature_store, tmp_path):
+    """Issue 18: the vllm engine writes what it encodes to the shared store, and takes from
+    it what another worker encoded. An hf engine that cannot decode answers from vLLM's
+    entry; vLLM answers a video an hf worker encoded without running its vision tower."""
+    fingerprint = encoder_fingerprint(model, model.config.fingerprint(), SamplingOptions().key())
+    # Neither is the module's `video`, which other tests have already encoded.
+    first, second = (make_video(tmp_path / f"{name}.mp4", frames=12, pattern=pattern)
+                     for name, pattern in (("first", "moving_box"), ("second", "noise")))
+    first_id, second_id = (hashlib.sha256(p.read_bytes()).hexdigest() for p in (first, second))
+    assert first_id != second_id
+    ask_first, ask_second = (_request("shared", PROMPTS[0], video=(vid, str(p)))
+                             for vid, p in ((first_id, first), (second_id, second)))
+    extractor = vllm_inputs.features
+    encoded, hits = extractor.encoded_videos, extractor.store_hits
+
+    (from_vllm,) = _generate(vllm_engine, [ask_first])
+    assert extractor.encoded_videos == encoded + 1
+    assert feature_store.get(feature_key(fingerprint, first_id)) is not None, "vLLM did not write its features"
+    reader = HFEngine(model, sampler=_no_decoding, fingerprint=fingerprint, feature_store=feature_store)
+    assert _comparable(reader.generate([ask_first])[0]) == _comparable(from_vllm)
+
+    other_worker = HFEngine(model, feature_store=feature_store)
+    (from_hf,) = other_worker.generate([ask_second])
+    assert other_worker.inputs.features.encoded_videos == 1
+    (from_vllm,) = _generate(vllm_engine, [ask_second])
+    assert (extractor.encoded_videos, extractor.store_hits) == (encoded + 1, hits + 1), "vLLM re-encoded"
+    assert _comparable(from_vllm) == _comparable(from_hf)
 
 
 # -- concurrency: what crashed vLLM before the fixes -------------------------------------------
