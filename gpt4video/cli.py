@@ -37,6 +37,7 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("build-safety-prompts",): ("model.safety.data.build_prompts", "regenerate the labelled moderation prompt set"),
     ("build-refusal-data",): ("model.safety.refusal_data", "write refusal conversations for training"),
     ("eval", "safety"): ("model.safety.eval_text", "precision/recall/F1 of the moderation head"),
+    ("eval", "t2v"): ("model.t2v.eval", "render held-out captions with a t2v pipeline, judge them two ways"),
     ("eval",): ("model.eval.shapes", "evaluate a checkpoint on held-out shapes videos"),
 }
 

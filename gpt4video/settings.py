@@ -27,8 +27,8 @@ class Settings(BaseSettings):
     # Checkpoint directory for the LLM worker. Empty: the local default checkpoint
     # (the bundled trained one if present, else a tiny random one built on first use).
     model_dir: Path | None = None
-    # Diffusers pipeline directory for the t2v worker. Empty: a tiny pipeline built
-    # under DATA_DIR on first use.
+    # Diffusers pipeline directory for the t2v worker. Empty: the trained shapes pipeline
+    # shipped in model/checkpoints/t2v-shapes (else a tiny random one built under DATA_DIR).
     t2v_model_dir: Path | None = None
     # Named base LLMs a checkpoint may rest on (`gpt4video build-base`). Empty: DATA_DIR/models/bases.
     bases_dir: Path | None = None

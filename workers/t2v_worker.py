@@ -32,7 +32,7 @@ from gpt4video.job_recovery import make_abandoned_job_handler, reconcile_job
 from gpt4video.jobs import T2V_QUEUE, JobStore
 from gpt4video.settings import Settings, load_settings
 from model.safety.base import FrameChecker, PassThroughFrameChecker
-from model.t2v import MemoryOptions, T2VBackend, ensure_tiny_t2v_pipeline
+from model.t2v import SHIPPED_T2V_PIPELINE, MemoryOptions, T2VBackend, ensure_tiny_t2v_pipeline
 from workers.t2v_render import RenderContext, render_job
 
 log = logging.getLogger(__name__)
@@ -133,8 +133,12 @@ def load_frame_checker(spec: str) -> FrameChecker:
 
 
 def resolve_model_dir(settings: Settings) -> Path:
+    """T2V_MODEL_DIR if set; else the trained shapes pipeline shipped in the repository
+    (`gpt4video train t2v` rebuilds it); else a tiny random one built under DATA_DIR."""
     if settings.t2v_model_dir is not None:
         return settings.t2v_model_dir
+    if (SHIPPED_T2V_PIPELINE / "model_index.json").is_file():
+        return SHIPPED_T2V_PIPELINE
     return ensure_tiny_t2v_pipeline(settings.data_dir / "models" / "tiny-t2v")
 
 

@@ -20,6 +20,7 @@ checkpoints are the whole pipeline, written with `save_pretrained` plus its prof
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import shutil
@@ -84,6 +85,36 @@ def encode_latents(vae: AutoencoderKL, clips: ClipSet, batch: int = 256, progres
     return z * vae.config.scaling_factor
 
 
+def cached_latents(vae: AutoencoderKL, train: ClipSet, val: ClipSet, path: Path, progress: bool) -> torch.Tensor:
+    """Train then val latents `(N, C, T, h, w)`, encoded once and kept in `path` for a resumed run.
+
+    The cache is used only if it was made by this VAE (same weights digest) from clips
+    with the same captions, else rebuilt.
+    """
+    key = {"vae": _digest(vae), "captions": _digest_text(train.captions + val.captions)}
+    if path.is_file():
+        cached = torch.load(path)
+        if cached["key"] == key:
+            return cached["latents"]
+        log.info("latent cache %s is for another VAE or other clips: encoding again", path)
+    latents = torch.cat([encode_latents(vae, train, progress=progress), encode_latents(vae, val, progress=progress)])
+    torch.save({"key": key, "latents": latents}, path)
+    return latents
+
+
+def _digest(module: torch.nn.Module) -> str:
+    h = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().numpy().tobytes())
+    h.update(repr(getattr(module, "config", {}).get("scaling_factor")).encode())
+    return h.hexdigest()
+
+
+def _digest_text(texts: list[str]) -> str:
+    return hashlib.sha256("\n".join(texts).encode()).hexdigest()
+
+
 def _stage_finished(state_dir: Path, steps: int) -> bool:
     progress = state_dir / "progress.json"
     return progress.is_file() and json.loads(progress.read_text()).get("step", 0) >= steps
@@ -130,8 +161,7 @@ def train_denoiser(arch: T2VArchitecture, vae: AutoencoderKL, train: ClipSet, va
     text_encoder = build_text_encoder(arch, tokenizer)
     unet = build_unet(arch)
     scheduler = build_scheduler(arch)
-    latents = torch.cat([encode_latents(vae, train, progress=not args.no_progress),
-                         encode_latents(vae, val, progress=not args.no_progress)])  # (N, C, T, h, w)
+    latents = cached_latents(vae, train, val, work / "latents.pt", progress=not args.no_progress)  # (N, C, T, h, w)
     ids = encode_ids(tokenizer, train.captions + val.captions)  # (N, L)
     empty = encode_ids(tokenizer, [""])[0]  # (L,)
     module = DenoiseLoss(unet, text_encoder, training_noise_scheduler(scheduler), latents, ids, empty,
@@ -180,6 +210,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--arch", default="shapes", help="architecture name in model/t2v/configs, or a .json path")
     parser.add_argument("--out", type=Path, required=True, help="pipeline directory to write")
     parser.add_argument("--work", type=Path, help="training state (default: runs/<out name>)")
+    parser.add_argument("--stage", default="all", choices=("all", "vae"),
+                        help="vae: stop after stage A (e.g. to train the VAE longer, then --resume)")
     parser.add_argument("--train-clips", type=int, default=4000)
     parser.add_argument("--val-clips", type=int, default=128)
     parser.add_argument("--two-object-prob", type=float, default=0.3)
@@ -212,6 +244,9 @@ def main(argv: list[str] | None = None) -> int:
 
     vae, vae_report = train_vae(arch, train, val, StageOptions(args.vae_steps, args.vae_batch_size, args.vae_lr, 50),
                                 args, work)
+    if args.stage == "vae":
+        print(json.dumps({"stage_a_vae": vae_report}, indent=2))
+        return 0
     unet_report = train_denoiser(arch, vae, train, val,
                                  StageOptions(args.steps, args.batch_size, args.lr, args.warmup_steps), args, work)
     report = {"command": "gpt4video train t2v " + " ".join(sys.argv[1:] if argv is None else argv),
