@@ -47,7 +47,7 @@ from model.t2v.components import (
 from model.t2v.data import ClipSet, render_clips, world_for
 from model.t2v.losses import DenoiseLoss, VaeLoss, to_unit_range
 from model.t2v.profiles import PROFILE_FILENAME, read_profile_overrides
-from model.train.common import TrainConfig, configure_threads, train_loop, write_log
+from model.train.common import TrainConfig, add_run_arguments, configure_threads, train_loop, write_log
 
 log = logging.getLogger(__name__)
 
@@ -226,11 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--eval-every", type=int, default=250)
     parser.add_argument("--eval-batches", type=int, default=4)
     parser.add_argument("--save-every", type=int, default=250, help="checkpoint every N steps (0: at the end)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--mixed-precision", default="auto", choices=("auto", "no", "bf16", "fp16"))
-    parser.add_argument("--resume", action="store_true", help="continue from the saved training state")
-    parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
-    parser.add_argument("--no-progress", action="store_true")
+    add_run_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     configure_threads(args.threads)

@@ -13,6 +13,7 @@ saved next to the optimizer state.
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import math
@@ -72,6 +73,15 @@ class TrainResult:
     def last_loss(self) -> float:
         tail = self.train_losses[-10:]
         return float(np.mean(tail)) if tail else math.nan
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options every `train_loop` command shares: seed, precision, resume, threads, progress."""
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--mixed-precision", default="auto", choices=("auto", "no", "bf16", "fp16"))
+    parser.add_argument("--resume", action="store_true", help="continue from the saved training state")
+    parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
+    parser.add_argument("--no-progress", action="store_true")
 
 
 def configure_threads(threads: int | None) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from model.network import GPT4VideoModel
-from model.train.common import TrainConfig, configure_threads, train_loop, write_log
+from model.train.common import TrainConfig, add_run_arguments, configure_threads, train_loop, write_log
 from model.train.data import DialogueItem, FeatureStore, FrameStore, all_videos
 from model.train.modules import DialogueLoss
 from model.train.stage0 import save_with_info
@@ -29,11 +29,7 @@ def add_loop_arguments(parser: argparse.ArgumentParser, steps: int, batch: int, 
     parser.add_argument("--warmup-steps", type=int, default=30)
     parser.add_argument("--eval-every", type=int, default=100)
     parser.add_argument("--save-every", type=int, default=0, help="checkpoint every N steps (0: at the end)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--mixed-precision", default="auto", choices=("auto", "no", "bf16", "fp16"))
-    parser.add_argument("--resume", action="store_true", help="continue from the saved training state")
-    parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
-    parser.add_argument("--no-progress", action="store_true")
+    add_run_arguments(parser)
     parser.add_argument("--train-vision", action="store_true",
                         help="also fine-tune the vision tower (for a tower pretrained by stage 0 here: the "
                              "dialogue loss teaches it what contrastive captions do not, e.g. which colour "
