@@ -28,9 +28,12 @@ Two modes (`SamplingOptions.mode`):
   (`model.video.keyframes`), which decodes one frame instead of a GOP; the other targets
   are read exactly. Needs the keyframe positions from the container index; without
   them every target is read exactly.
-Decoding uses FFmpeg's decoder threads (`thread_type="AUTO"`, `SamplingOptions.threads`);
-frames are scaled and converted to RGB by libswscale (`VideoFrame.to_ndarray` with a size),
-only for the frames chosen.
+Decoder threads (`SamplingOptions.threads`) are chosen per read: a sequential read uses
+frame and slice threads (`thread_type="AUTO"`), a seeking read (seek strategy, keyframe
+mode) slice threads only. Frame threads buffer a frame per thread, and every seek flushes
+and refills them: on a 720p H.264 with 2 cores that made 8 seeks 1.5x slower than decoding
+in the calling thread (`bench/bench_video_sampling.py`). Frames are scaled and converted to RGB by libswscale
+(`VideoFrame.to_ndarray` with a size), only for the frames chosen.
 
 Every strategy stops with `VideoTooLong` once it has decoded `limits.max_decoded_frames`.
 """
@@ -46,6 +49,7 @@ from typing import Literal
 
 import av.error
 import numpy as np
+from av.codec.context import ThreadType
 from av.container import InputContainer
 from av.video.frame import VideoFrame
 from av.video.stream import VideoStream
@@ -157,23 +161,27 @@ def read_frames(
         raise ValueError(f"strategy must be 'auto', 'seek' or 'sequential', got {strategy!r}")
     out_size = _output_size(size)
     with open_input(path) as container:
-        stream = _decoding_stream(container, path, options)
+        stream = video_stream(container, path)
         info, timing = describe_stream(container, stream, path, limits)
         if not timing.container_consumed:
             return _sample_open(container, stream, info, timing, n, out_size, limits, strategy, options, path)
     # Finding the duration read the file to its end; start again from a fresh handle.
     with open_input(path) as container:
-        stream = _decoding_stream(container, path, options)
+        stream = video_stream(container, path)
         return _sample_open(container, stream, info, timing, n, out_size, limits, strategy, options, path)
 
 
-def _decoding_stream(container: InputContainer, path: str | Path, options: SamplingOptions) -> VideoStream:
-    """The video track, with decoder threads set before its decoder opens."""
-    stream = video_stream(container, path)
-    if options.threads != 1:
-        stream.thread_type = "AUTO"  # frame and slice threads, whichever the codec offers
+def _set_decoder_threads(stream: VideoStream, options: SamplingOptions, *, seeking: bool) -> bool:
+    """Set the decoder's threads for a read that seeks or not; whether frame threads are on.
+
+    Only before the decoder opens (FFmpeg fixes them then); on an open decoder this
+    reports what it already has.
+    """
+    if not stream.codec_context.is_open and options.threads != 1:
+        # Seeking: slice threads only (no frame delay to refill after each seek).
+        stream.thread_type = "SLICE" if seeking else "AUTO"
         stream.thread_count = options.threads
-    return stream
+    return bool(stream.thread_type & ThreadType.FRAME)
 
 
 def plan_sampling(
@@ -269,6 +277,8 @@ def _sample_open(
                                   path, out)
         for j, i in enumerate(exact):
             out[i], chosen[i] = frames[j], pts[j]
+    if any(k is not None for k in snapped):
+        _set_decoder_threads(stream, options, seeking=True)
     for i, keyframe in enumerate(snapped):
         if keyframe is None:
             continue
@@ -279,7 +289,7 @@ def _sample_open(
         if got is None:  # a wrong index: this one target the exact way, on a fresh handle
             logger.debug("%s: no keyframe at pts %d; reading its target exactly", Path(path).name, keyframe)
             with open_input(path) as fresh:
-                frames, pts = _read_exact(fresh, _decoding_stream(fresh, path, options), info, timing,
+                frames, pts = _read_exact(fresh, video_stream(fresh, path), info, timing,
                                           [targets[i]], keyframes, "auto", options, budget, path, out)
             out[i], chosen[i] = frames[0], pts[0]
             continue
@@ -314,7 +324,8 @@ def _read_exact(
         plan.seek_cost,
     )
     out = np.empty((len(targets), *like.shape[1:]), dtype=np.uint8)  # (k, H, W, 3)
-    cursor = _FrameCursor(container, stream, timing, info.fps, budget, path, _index_end(stream, options))
+    frame_threads = _set_decoder_threads(stream, options, seeking=plan.strategy == "seek")
+    cursor = _FrameCursor(container, stream, timing, info.fps, budget, path, _index_end(stream, frame_threads))
     pts = _read_plan(cursor, plan, keyframes, timing, out, path)
     if pts is not None:
         return out, pts
@@ -322,8 +333,9 @@ def _read_exact(
     logger.warning("seeking in %s was unreliable; reading it sequentially", Path(path).name)
     sequential = SamplingPlan(plan.targets_pts, (False,) * len(targets), "sequential", 0.0, 0.0)
     with open_input(path) as fresh:
-        threaded = _decoding_stream(fresh, path, options)
-        cursor = _FrameCursor(fresh, threaded, timing, info.fps, budget, path, _index_end(threaded, options))
+        stream = video_stream(fresh, path)
+        frame_threads = _set_decoder_threads(stream, options, seeking=False)
+        cursor = _FrameCursor(fresh, stream, timing, info.fps, budget, path, _index_end(stream, frame_threads))
         pts = _read_plan(cursor, sequential, keyframes, timing, out, path)
     assert pts is not None  # a sequential plan never seeks
     return out, pts
@@ -365,15 +377,15 @@ def _to_rgb(frame: VideoFrame, height: int, width: int, path: str | Path) -> np.
         return frame.to_ndarray(format="rgb24", width=width, height=height, interpolation="BILINEAR")
 
 
-def _index_end(stream: VideoStream, options: SamplingOptions) -> int | None:
+def _index_end(stream: VideoStream, frame_threads: bool) -> int | None:
     """The last timestamp the index lists, when frame threads could hide a decode error.
 
     FFmpeg's frame-threaded decoder reports a damaged packet by producing no frame, not
     by an error (a truncated MP4 decodes 22 of its 48 indexed frames and then "ends"),
-    so a threaded read that ends well before this is a corrupt file. None: decoding in
-    the calling thread (errors surface themselves) or an index that lists nothing.
+    so a threaded read that ends well before this is a corrupt file. None: no frame
+    threads (errors surface themselves) or an index that lists nothing.
     """
-    if options.threads == 1:
+    if not frame_threads:
         return None
     stamps = [entry.timestamp for entry in stream.index_entries]
     return max(stamps) if stamps else None

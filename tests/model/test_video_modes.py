@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 
 from model.video import CorruptVideo, SamplingOptions, VideoLimits, VideoTooLong, read_frames, sample_frames
 from model.video.keyframes import snap_to_keyframes, tolerance_ticks
+from model.video.sampling import _set_decoder_threads
 from tests.media import decode_frame_indices, make_truncated_mp4, make_video, vfr_frame_times_ms
 
 EXACT = SamplingOptions(mode="exact")
@@ -93,6 +95,20 @@ def test_decoder_threads_give_the_same_frames(videos, mode):
     for name in ("long", "vfr", "h264"):
         np.testing.assert_array_equal(sample_frames(videos[name], 8, options=single),
                                       sample_frames(videos[name], 8, options=threaded))
+
+
+def test_seeking_reads_take_slice_threads_and_sequential_reads_frame_threads(videos):
+    # Frame threads hold a frame per thread, which every seek flushes and refills.
+    threaded = SamplingOptions(threads=0)
+    for seeking, frame_threads in ((True, False), (False, True)):
+        with av.open(str(videos["long"])) as container:
+            stream = container.streams.video[0]
+            assert _set_decoder_threads(stream, threaded, seeking=seeking) is frame_threads
+            next(container.decode(stream))
+            # FFmpeg fixes threads when the decoder opens: later calls report, never change.
+            assert _set_decoder_threads(stream, threaded, seeking=not seeking) is frame_threads
+    with av.open(str(videos["long"])) as container:
+        assert not _set_decoder_threads(container.streams.video[0], SamplingOptions(threads=1), seeking=False)
 
 
 @pytest.mark.parametrize("mode", MODES)
