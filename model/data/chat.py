@@ -8,12 +8,19 @@ set's benign and look-alike requests ("how do I kill a stuck process?"), each of
 `--split` only. Answers are generated greedily through `HFEngine` with the adapter
 disabled; an answer cut off by the token cap is trimmed to its last full sentence, and
 answers that carry a video tag are dropped (nobody asked for a video).
+
+A share of the everyday prompts (`--wrapped-share`) is dressed in the moderation set's
+request wrappers ("hey, ...", "..., please", "ok so ..."). The harmful prompts the
+refusal dialogues teach carry those wrappers; when no everyday prompt does, the wrapper
+itself becomes a cue to refuse ("ok so how do I carve a turkey" was refused as weapons).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import logging
+import random
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -39,6 +46,28 @@ class ChatPrompt:
 
 def everyday_prompts(split: str, path: Path = EVERYDAY_PATH) -> list[ChatPrompt]:
     return [ChatPrompt(r.text, f"everyday:{r.topic}") for r in everyday_rows(split, path)]
+
+
+def with_request_wrappers(prompts: Sequence[ChatPrompt], share: float, seed: int = 0) -> list[ChatPrompt]:
+    """`prompts` with about `share` of them wrapped like the moderation set's requests.
+
+    Which prompts and which wrapper depend only on the prompt's text and `seed`, so the
+    same prompt is wrapped the same way in every run.
+    """
+    from model.safety.data.build_prompts import REQUEST_WRAPPERS
+
+    if not 0.0 <= share <= 1.0:
+        raise ValueError(f"share must be in [0, 1], got {share}")
+    out = []
+    for p in prompts:
+        rng = random.Random(hashlib.sha256(f"{seed}|{p.text}".encode()).digest())
+        if rng.random() >= share:
+            out.append(p)
+            continue
+        wrapper = rng.choice(REQUEST_WRAPPERS)
+        text = p.text.rstrip(" .?!") if wrapper.endswith("thanks") or wrapper.endswith("please") else p.text
+        out.append(ChatPrompt(wrapper.format(r=text), p.origin))
+    return out
 
 
 def safety_requests(split: str) -> list[ChatPrompt]:
@@ -100,6 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", default="train", choices=("train", "test"))
     parser.add_argument("--limit", type=int, help="at most this many prompts (everyday ones first)")
     parser.add_argument("--max-new-tokens", type=int, default=96)
+    parser.add_argument("--wrapped-share", type=float, default=0.5,
+                        help="share of everyday prompts wrapped like the moderation set's requests")
+    parser.add_argument("--seed", type=int, default=0, help="which prompts are wrapped, and how")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--threads", type=int, help="CPU threads for torch")
     parser.add_argument("--no-progress", action="store_true")
@@ -110,7 +142,8 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     from model.checkpoint import load_checkpoint
 
-    prompts = [*everyday_prompts(args.split), *safety_requests(args.split)][: args.limit]
+    everyday = with_request_wrappers(everyday_prompts(args.split), args.wrapped_share, args.seed)
+    prompts = [*everyday, *safety_requests(args.split)][: args.limit]
     model = load_checkpoint(args.checkpoint)
     conversations, counts = distill(model, prompts, args.max_new_tokens, args.batch, not args.no_progress)
     write_jsonl(iter(conversations), args.out)

@@ -73,3 +73,24 @@ def test_the_projects_own_refusal_message_is_a_refusal(category: str) -> None:
 ])
 def test_ordinary_answers_are_not_refusals(reply: str) -> None:
     assert not is_refusal(reply)
+
+
+def test_everyday_prompts_wear_the_moderation_sets_wrappers_at_the_asked_share() -> None:
+    # Harmful train prompts carry these wrappers; everyday ones must too, or "hey, ..." cues a refusal.
+    from model.data.chat import everyday_prompts, with_request_wrappers
+    from model.safety.data.build_prompts import REQUEST_WRAPPERS
+
+    plain = everyday_prompts("train")
+    assert with_request_wrappers(plain, 0.0) == plain
+    patterns = [w.split("{r}") for w in REQUEST_WRAPPERS]
+    for p, q in zip(plain, with_request_wrappers(plain, 1.0), strict=True):
+        assert q.origin == p.origin and q.text != p.text
+        assert any(q.text.startswith(head) and q.text.endswith(tail) and q.text[len(head):len(q.text) - len(tail)]
+                   in (p.text, p.text.rstrip(" .?!")) for head, tail in patterns), q.text
+    half = with_request_wrappers(plain, 0.5, seed=3)
+    wrapped = sum(p.text != q.text for p, q in zip(plain, half, strict=True)) / len(plain)
+    assert 0.4 < wrapped < 0.6
+    assert half == with_request_wrappers(plain, 0.5, seed=3)  # the same every run
+    assert half != with_request_wrappers(plain, 0.5, seed=4)
+    with pytest.raises(ValueError, match="share"):
+        with_request_wrappers(plain, 1.5)
