@@ -73,10 +73,10 @@ def with_request_wrappers(prompts: Sequence[ChatPrompt], share: float, seed: int
 def safety_requests(split: str) -> list[ChatPrompt]:
     """Benign and look-alike *requests* of the moderation set (caption-style ones ask for videos)."""
     from model.safety.data import load_prompts
-    from model.safety.refusal_data import LOOKALIKE_ANSWERS
+    from model.safety.refusal_data import lookalike_answers
 
     return [ChatPrompt(p.text, f"safety:{p.kind}") for p in load_prompts(split=split)  # type: ignore[arg-type]
-            if p.kind != "harmful" and p.style == "request" and p.text not in LOOKALIKE_ANSWERS]
+            if p.kind != "harmful" and p.style == "request" and p.text not in lookalike_answers()]
 
 
 _SENTENCE_END = re.compile(r"[.!?](?=\s|$)|\n")

@@ -49,3 +49,15 @@ def test_refusal_data_is_valid_and_uses_only_train_prompts(tmp_path, capsys) -> 
     assert videos and all(c.messages[1].content.endswith("</video>") for c in videos)
     assert all(c.source == "refusal" for c in conversations)
     assert len({json.dumps(c.model_dump()) for c in conversations}) == len(conversations)
+
+
+def test_every_hand_written_lookalike_answer_belongs_to_a_train_request_seed() -> None:
+    # lookalike_answers.json is keyed by seed text: a renamed seed would silently lose its answer.
+    from model.safety.refusal_data import lookalike_answers
+
+    seeds = {p.text: p for p in load_prompts()}
+    for seed, answer in lookalike_answers().items():
+        prompt = seeds.get(seed)
+        assert prompt is not None, f"{seed!r} is no prompt of the set"
+        assert (prompt.kind, prompt.style, prompt.split) == ("benign_lookalike", "request", "train"), seed
+        assert "can't help" not in answer
