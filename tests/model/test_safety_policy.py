@@ -51,7 +51,8 @@ def test_refusal_data_is_valid_and_uses_only_train_prompts(tmp_path, capsys) -> 
     assert len({json.dumps(c.model_dump()) for c in conversations}) == len(conversations)
 
 
-def test_every_hand_written_lookalike_answer_belongs_to_a_train_request_seed() -> None:
+def test_every_hand_written_lookalike_answer_belongs_to_a_request_seed_and_only_train_ones_are_taught(
+        tmp_path) -> None:
     # lookalike_answers.json is keyed by seed text: a renamed seed would silently lose its answer.
     from model.safety.refusal_data import lookalike_answers
 
@@ -59,5 +60,10 @@ def test_every_hand_written_lookalike_answer_belongs_to_a_train_request_seed() -
     for seed, answer in lookalike_answers().items():
         prompt = seeds.get(seed)
         assert prompt is not None, f"{seed!r} is no prompt of the set"
-        assert (prompt.kind, prompt.style, prompt.split) == ("benign_lookalike", "request", "train"), seed
+        assert (prompt.kind, prompt.style) == ("benign_lookalike", "request"), seed
         assert "can't help" not in answer
+    out = tmp_path / "refusal.jsonl"
+    assert build_refusal_data(["--out", str(out)]) == 0
+    taught = {Conversation.model_validate_json(x).messages[1].content for x in out.read_text().splitlines()}
+    for seed, answer in lookalike_answers().items():  # held-out seeds ("kill a stuck process") stay out
+        assert (answer in taught) == (seeds[seed].split == "train"), seed
