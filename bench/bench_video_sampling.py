@@ -9,7 +9,7 @@ native size:
   keyframe            sample_frames(mode="keyframe"): the nearest keyframe, decoded alone
   torchcodec exact / approximate   VideoDecoder(seek_mode=...).get_frames_played_at
 and prints each one's mean timestamp error (|frame pts - uniform target|). All decoders
-use `--threads` FFmpeg threads (0: FFmpeg's choice). The ratios are measured in the
+use `--threads` threads (0: one a core). The ratios are measured in the
 same run, so they hold under load even when the absolute times do not.
 
 torchcodec is the peer, installed only for this bench (never into the project's venv):
@@ -55,7 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--keyframe-seconds", type=float, default=2.0)
     parser.add_argument("--frames", type=int, default=8, help="frames to sample")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=0, help="FFmpeg decoder threads (0: FFmpeg's choice)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="threads (0: one a core): FFmpeg's in the full decode, a seeking read's shares")
     parser.add_argument("--torchcodec", type=Path, default=None,
                         help="directory torchcodec was installed into (pip --target); default: importable as is")
     parser.add_argument("--torchcodec-child", nargs=4, metavar=("VIDEO", "MODE", "THREADS", "TARGETS"),

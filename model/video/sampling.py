@@ -28,12 +28,15 @@ Two modes (`SamplingOptions.mode`):
   (`model.video.keyframes`), which decodes one frame instead of a GOP; the other targets
   are read exactly. Needs the keyframe positions from the container index; without
   them every target is read exactly.
-Decoder threads (`SamplingOptions.threads`) are chosen per read: a sequential read uses
-frame and slice threads (`thread_type="AUTO"`), a seeking read (seek strategy, keyframe
-mode) slice threads only. Frame threads buffer a frame per thread, and every seek flushes
-and refills them: on a 720p H.264 with 2 cores that made 8 seeks 1.5x slower than decoding
-in the calling thread (`bench/bench_video_sampling.py`). Frames are scaled and converted to RGB by libswscale
-(`VideoFrame.to_ndarray` with a size), only for the frames chosen.
+Threads (`SamplingOptions.threads`) are used per read: a sequential read gives them to
+FFmpeg's decoder (frame and slice threads, `thread_type="AUTO"`); a seeking read (seek
+strategy, keyframe mode) splits its independent GOP reads (or keyframes) into contiguous
+shares, each decoded on its own container in its own thread (FFmpeg releases the GIL),
+with slice threads at most. Frame threads buffer a frame per thread, and every seek
+flushes and refills them: on a 720p H.264 with 2 cores that made 8 seeks 1.5x slower
+than decoding in the calling thread (`bench/bench_video_sampling.py`). Frames are scaled
+and converted to RGB by libswscale (`VideoFrame.to_ndarray` with a size), only for the
+frames chosen.
 
 Every strategy stops with `VideoTooLong` once it has decoded `limits.max_decoded_frames`.
 """
@@ -42,10 +45,13 @@ from __future__ import annotations
 
 import bisect
 import logging
-from collections.abc import Iterator
+import os
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 import av.error
 import numpy as np
@@ -84,7 +90,9 @@ class SamplingOptions:
     mode: SamplingMode = "exact"
     # 1 s: within one GOP of a camera-like file (keyframes every 1-4 s, so half the gap).
     keyframe_tolerance_s: float = 1.0
-    # Decoder threads: 0 lets FFmpeg pick (one per core), 1 decodes in the calling thread.
+    # Threads: 0 one a core, 1 the calling thread only. A sequential read gives them to
+    # FFmpeg's decoder; a seeking read decodes its GOPs (or keyframes) on that many
+    # containers at once, one thread each.
     threads: int = 0
 
     def __post_init__(self) -> None:
@@ -93,11 +101,17 @@ class SamplingOptions:
         if self.keyframe_tolerance_s < 0:
             raise ValueError(f"keyframe_tolerance_s must be >= 0, got {self.keyframe_tolerance_s}")
         if self.threads < 0:
-            raise ValueError(f"threads must be >= 0 (0: FFmpeg's choice), got {self.threads}")
+            raise ValueError(f"threads must be >= 0 (0: one a core), got {self.threads}")
 
     def key(self) -> str:
         """What changes which frames come out (for feature cache keys); threads do not."""
         return self.mode if self.mode == "exact" else f"keyframe:{self.keyframe_tolerance_s:g}"
+
+
+# A read spread over threads (`_in_shares`) decodes in each share's own thread.
+_ONE_THREAD = SamplingOptions(threads=1)
+_Item = TypeVar("_Item")
+_Result = TypeVar("_Result")
 
 
 @dataclass(frozen=True)
@@ -277,25 +291,31 @@ def _sample_open(
                                   path, out)
         for j, i in enumerate(exact):
             out[i], chosen[i] = frames[j], pts[j]
-    if any(k is not None for k in snapped):
-        _set_decoder_threads(stream, options, seeking=True)
+    # One decode per distinct keyframe, spread over threads; targets on the same keyframe after.
+    distinct = [i for i, k in enumerate(snapped) if k is not None and not (i > 0 and snapped[i - 1] == k)]
+
+    def read_keyframes(share: Sequence[int], on: InputContainer, track: VideoStream, parallel: bool) -> None:
+        _set_decoder_threads(track, _ONE_THREAD if parallel else options, seeking=True)
+        for i in share:
+            keyframe = snapped[i]
+            assert keyframe is not None
+            got = decode_keyframe(on, track, keyframe, path)
+            if got is None:  # a wrong index: this one target the exact way, on a fresh handle
+                logger.debug("%s: no keyframe at pts %d; reading its target exactly", Path(path).name, keyframe)
+                with open_input(path) as fresh:
+                    frames, pts = _read_exact(fresh, video_stream(fresh, path), info, timing,
+                                              [targets[i]], keyframes, "auto", options, budget, path, out)
+                out[i], chosen[i] = frames[0], pts[0]
+                continue
+            budget.spend()
+            chosen[i] = got[0]
+            out[i] = _to_rgb(got[1], height, width, path)  # (H, W, 3)
+
+    if distinct:
+        _in_shares(distinct, options.threads, container, stream, path, read_keyframes)
     for i, keyframe in enumerate(snapped):
-        if keyframe is None:
-            continue
-        if i > 0 and snapped[i - 1] == keyframe:  # several targets on one keyframe
+        if keyframe is not None and i > 0 and snapped[i - 1] == keyframe:  # several targets on one keyframe
             out[i], chosen[i] = out[i - 1], chosen[i - 1]
-            continue
-        got = decode_keyframe(container, stream, keyframe, path)
-        if got is None:  # a wrong index: this one target the exact way, on a fresh handle
-            logger.debug("%s: no keyframe at pts %d; reading its target exactly", Path(path).name, keyframe)
-            with open_input(path) as fresh:
-                frames, pts = _read_exact(fresh, video_stream(fresh, path), info, timing,
-                                          [targets[i]], keyframes, "auto", options, budget, path, out)
-            out[i], chosen[i] = frames[0], pts[0]
-            continue
-        budget.spend()
-        chosen[i] = got[0]
-        out[i] = _to_rgb(got[1], height, width, path)  # (H, W, 3)
     seconds = float(timing.time_base)
     return SampledFrames(out, tuple(float(p or 0) * seconds for p in chosen), tuple(t * seconds for t in targets))
 
@@ -324,9 +344,12 @@ def _read_exact(
         plan.seek_cost,
     )
     out = np.empty((len(targets), *like.shape[1:]), dtype=np.uint8)  # (k, H, W, 3)
-    frame_threads = _set_decoder_threads(stream, options, seeking=plan.strategy == "seek")
-    cursor = _FrameCursor(container, stream, timing, info.fps, budget, path, _index_end(stream, frame_threads))
-    pts = _read_plan(cursor, plan, keyframes, timing, out, path)
+    if plan.strategy == "seek":
+        pts = _read_runs(container, stream, plan, keyframes, timing, info, options, budget, path, out)
+    else:
+        frame_threads = _set_decoder_threads(stream, options, seeking=False)
+        cursor = _FrameCursor(container, stream, timing, info.fps, budget, path, _index_end(stream, frame_threads))
+        pts = _read_run(cursor, plan, range(len(targets)), keyframes, timing, out, path)
     if pts is not None:
         return out, pts
     # A seek failed or overshot: this container has to be read front to back.
@@ -336,30 +359,106 @@ def _read_exact(
         stream = video_stream(fresh, path)
         frame_threads = _set_decoder_threads(stream, options, seeking=False)
         cursor = _FrameCursor(fresh, stream, timing, info.fps, budget, path, _index_end(stream, frame_threads))
-        pts = _read_plan(cursor, sequential, keyframes, timing, out, path)
+        pts = _read_run(cursor, sequential, range(len(targets)), keyframes, timing, out, path)
     assert pts is not None  # a sequential plan never seeks
     return out, pts
 
 
-def _read_plan(
+def plan_runs(plan: SamplingPlan) -> list[list[int]]:
+    """The plan's targets in runs: each run starts with a seek (or at the file's start) and
+    reads forward through the rest; runs share no decoded frame."""
+    runs: list[list[int]] = []
+    for i, seek in enumerate(plan.seek_before):
+        if seek or not runs:
+            runs.append([i])
+        else:
+            runs[-1].append(i)
+    return runs
+
+
+def _read_runs(
+    container: InputContainer,
+    stream: VideoStream,
+    plan: SamplingPlan,
+    keyframes: list[int] | None,
+    timing: StreamTiming,
+    info: VideoInfo,
+    options: SamplingOptions,
+    budget: _DecodeBudget,
+    path: str | Path,
+    out: np.ndarray,
+) -> list[int] | None:
+    """A seek plan's runs (independent GOP reads) spread over `options.threads` decoders
+    (`_in_shares`); pts per target, or None when a seek failed or overshot in any share."""
+
+    def read_share(share: Sequence[list[int]], on: InputContainer, track: VideoStream, parallel: bool
+                   ) -> list[int] | None:
+        _set_decoder_threads(track, _ONE_THREAD if parallel else options, seeking=True)
+        cursor = _FrameCursor(on, track, timing, info.fps, budget, path)
+        chosen: list[int] = []
+        for run in share:
+            got = _read_run(cursor, plan, run, keyframes, timing, out, path)
+            if got is None:
+                return None
+            chosen += got
+        return chosen
+
+    results = _in_shares(plan_runs(plan), options.threads, container, stream, path, read_share)
+    if any(r is None for r in results):
+        return None
+    return [pts for r in results for pts in r]  # type: ignore[union-attr]
+
+
+def _in_shares(
+    items: Sequence[_Item],
+    threads: int,
+    container: InputContainer,
+    stream: VideoStream,
+    path: str | Path,
+    work: Callable[[Sequence[_Item], InputContainer, VideoStream, bool], _Result],
+) -> list[_Result]:
+    """`work(share, container, stream, parallel)` on contiguous shares of `items`, in order.
+
+    Up to `threads` shares (0: one a core) run at once, each on its own container (FFmpeg
+    decodes without the GIL); the first runs in the calling thread on `container`. With
+    one share, `work` gets all items and `parallel=False`.
+    """
+    workers = min(len(items), threads or os.cpu_count() or 1)
+    if workers <= 1:
+        return [work(items, container, stream, False)]
+    shares = [items[k * len(items) // workers:(k + 1) * len(items) // workers] for k in range(workers)]
+
+    def on_own_container(share: Sequence[_Item]) -> _Result:
+        with open_input(path) as own:
+            return work(share, own, video_stream(own, path), True)
+
+    with ThreadPoolExecutor(max_workers=workers - 1, thread_name_prefix="video-share") as pool:
+        others = [pool.submit(on_own_container, share) for share in shares[1:]]
+        first = work(shares[0], container, stream, True)
+        return [first, *(f.result() for f in others)]
+
+
+def _read_run(
     cursor: _FrameCursor,
     plan: SamplingPlan,
+    indices: Sequence[int],
     keyframes: list[int] | None,
     timing: StreamTiming,
     out: np.ndarray,
     path: str | Path,
 ) -> list[int] | None:
-    """Fill `out` (n, H, W, 3) with the frame on screen at each target; their pts.
+    """Fill `out[i]` (H, W, 3) with the frame on screen at each target `i` of ascending
+    `indices`; their pts. None when a seek failed or overshot (`out` is then partly filled).
 
-    Returns None when a seek failed or overshot (`out` is then partly filled).
     Each distinct frame is converted to RGB once, as soon as it is chosen, so only a
     few decoded frames are alive at a time, whatever n is.
     """
     height, width = out.shape[1:3]
     last: VideoFrame | None = None
     chosen: list[int] = []
-    for i, (target, seek) in enumerate(zip(plan.targets_pts, plan.seek_before, strict=True)):
-        if seek and not _seek_to(cursor, target, keyframes, timing):
+    for i in indices:
+        target = plan.targets_pts[i]
+        if plan.seek_before[i] and not _seek_to(cursor, target, keyframes, timing):
             return None
         pts, frame = cursor.frame_at(target)
         chosen.append(pts)
@@ -407,12 +506,17 @@ def _seek_to(cursor: _FrameCursor, target: int, keyframes: list[int] | None, tim
 
 
 class _DecodeBudget:
+    """Frames decoded so far, against `limits.max_decoded_frames`; shared by a read's threads."""
+
     def __init__(self, max_frames: int, path: str | Path) -> None:
         self.max_frames, self.path, self.decoded = max_frames, path, 0
+        self._lock = threading.Lock()
 
     def spend(self) -> None:
-        self.decoded += 1
-        if self.decoded > self.max_frames:
+        with self._lock:
+            self.decoded += 1
+            over = self.decoded > self.max_frames
+        if over:
             raise VideoTooLong(
                 f"sampling {Path(self.path).name} needed more than {self.max_frames} decoded "
                 "frames (limits.max_decoded_frames); trim or re-encode the video"

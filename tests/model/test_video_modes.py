@@ -89,12 +89,17 @@ def test_keyframe_mode_on_a_variable_frame_rate_file_snaps_by_time(videos):
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_decoder_threads_give_the_same_frames(videos, mode):
+@pytest.mark.parametrize("threads", [0, 2, 3])
+def test_threads_give_the_same_frames(videos, mode, threads):
+    # A seeking read spreads its GOPs (keyframes) over `threads` containers: shares of 8 targets.
     single = SamplingOptions(mode=mode, threads=1)
-    threaded = SamplingOptions(mode=mode, threads=0)
-    for name in ("long", "vfr", "h264"):
-        np.testing.assert_array_equal(sample_frames(videos[name], 8, options=single),
-                                      sample_frames(videos[name], 8, options=threaded))
+    threaded = SamplingOptions(mode=mode, threads=threads)
+    for name in ("long", "vfr", "vfr_gop", "h264"):
+        for strategy in ("auto", "seek"):
+            one = read_frames(videos[name], 8, strategy=strategy, options=single)
+            many = read_frames(videos[name], 8, strategy=strategy, options=threaded)
+            np.testing.assert_array_equal(one.frames, many.frames)
+            assert one.timestamps_s == many.timestamps_s
 
 
 def test_seeking_reads_take_slice_threads_and_sequential_reads_frame_threads(videos):
