@@ -31,7 +31,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from diffusers import AutoencoderKL, TextToVideoSDPipeline
+from diffusers import AutoencoderKL, TextToVideoSDPipeline, UNet3DConditionModel
+from transformers import CLIPTextModel, CLIPTokenizer
 
 from model.t2v.components import (
     CONFIGS_DIR,
@@ -155,11 +156,17 @@ def train_vae(arch: T2VArchitecture, train: ClipSet, val: ClipSet, opts: StageOp
 
 def train_denoiser(arch: T2VArchitecture, vae: AutoencoderKL, train: ClipSet, val: ClipSet, opts: StageOptions,
                    args: argparse.Namespace, work: Path) -> dict:
-    """Stage B; checkpoints write the whole pipeline to `args.out`."""
+    """Stage B; checkpoints write the whole pipeline to `args.out`. With `--continue-from`
+    the UNet, text encoder and tokenizer start from that pipeline's (a fresh optimizer)."""
     torch.manual_seed(args.seed + 1)
-    tokenizer = build_tokenizer(arch)
-    text_encoder = build_text_encoder(arch, tokenizer)
-    unet = build_unet(arch)
+    if args.continue_from is not None:
+        tokenizer = CLIPTokenizer.from_pretrained(args.continue_from / "tokenizer")
+        text_encoder = CLIPTextModel.from_pretrained(args.continue_from / "text_encoder")
+        unet = UNet3DConditionModel.from_pretrained(args.continue_from / "unet")
+    else:
+        tokenizer = build_tokenizer(arch)
+        text_encoder = build_text_encoder(arch, tokenizer)
+        unet = build_unet(arch)
     scheduler = build_scheduler(arch)
     latents = cached_latents(vae, train, val, work / "latents.pt", progress=not args.no_progress)  # (N, C, T, h, w)
     ids = encode_ids(tokenizer, train.captions + val.captions)  # (N, L)
@@ -212,6 +219,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, help="training state (default: runs/<out name>)")
     parser.add_argument("--stage", default="all", choices=("all", "vae"),
                         help="vae: stop after stage A (e.g. to train the VAE longer, then --resume)")
+    parser.add_argument("--continue-from", type=Path,
+                        help="a pipeline this command trained: keep its VAE (no stage A) and run stage B on "
+                             "from its UNet and text encoder; its training log is carried over")
     parser.add_argument("--train-clips", type=int, default=4000)
     parser.add_argument("--val-clips", type=int, default=128)
     parser.add_argument("--two-object-prob", type=float, default=0.3)
@@ -238,8 +248,19 @@ def main(argv: list[str] | None = None) -> int:
     train = render_clips("train", args.seed, args.train_clips, world, progress=not args.no_progress)
     val = render_clips("val", args.seed, args.val_clips, world, progress=not args.no_progress)
 
-    vae, vae_report = train_vae(arch, train, val, StageOptions(args.vae_steps, args.vae_batch_size, args.vae_lr, 50),
-                                args, work)
+    if args.continue_from is not None:
+        if args.continue_from.resolve() == args.out.resolve():
+            parser.error("--continue-from must differ from --out (checkpoints replace --out while training)")
+        if not (args.continue_from / "model_index.json").is_file():
+            parser.error(f"--continue-from {args.continue_from}: no pipeline there (model_index.json)")
+        args.out.mkdir(parents=True, exist_ok=True)
+        if (args.continue_from / "training_log.jsonl").is_file():
+            shutil.copy2(args.continue_from / "training_log.jsonl", args.out / "training_log.jsonl")
+        vae = AutoencoderKL.from_pretrained(args.continue_from / "vae")
+        vae_report: dict = {"from": str(args.continue_from)}
+    else:
+        vae, vae_report = train_vae(arch, train, val,
+                                    StageOptions(args.vae_steps, args.vae_batch_size, args.vae_lr, 50), args, work)
     if args.stage == "vae":
         print(json.dumps({"stage_a_vae": vae_report}, indent=2))
         return 0

@@ -56,3 +56,24 @@ def test_resume_continues_from_the_saved_state(trained: tuple[Path, dict], tmp_p
     assert last["stage_a_vae"] == report["stage_a_vae"]  # stage A was done: not run again
     assert last["stage_b_denoiser"]["steps"] == 14
     assert [s for s, _ in last["stage_b_denoiser"]["val_losses"]][-1] == 14
+
+
+def test_continue_from_keeps_the_vae_and_trains_the_denoiser_on(trained: tuple[Path, dict], tmp_path: Path) -> None:
+    from diffusers import AutoencoderKL, UNet3DConditionModel
+
+    source, _ = trained
+    out = tmp_path / "continued"
+    earlier = (source / "training_log.jsonl").read_text().splitlines()
+    assert train_main([*ARGS, "--out", str(out), "--work", str(tmp_path / "work"),
+                       "--continue-from", str(source)]) == 0
+    log = (out / "training_log.jsonl").read_text().splitlines()
+    assert log[:-1] == earlier  # the source's history, then this run
+    assert json.loads(log[-1])["stage_a_vae"] == {"from": str(source)}  # no stage A
+    for name, module in (("vae", AutoencoderKL), ("unet", UNet3DConditionModel)):
+        before = module.from_pretrained(source / name).state_dict()
+        after = module.from_pretrained(out / name).state_dict()
+        same = all(torch.equal(before[k], after[k]) for k in before)
+        assert same is (name == "vae"), name  # the VAE is kept, the UNet trained on
+    assert isinstance(DiffusionPipeline.from_pretrained(out, local_files_only=True), TextToVideoSDPipeline)
+    with pytest.raises(SystemExit):
+        train_main([*ARGS, "--out", str(out), "--continue-from", str(out)])
