@@ -67,13 +67,16 @@ def build_parser() -> argparse.ArgumentParser:
 def make_camera_like_video(
     path: Path, seconds: float, fps: int, width: int, height: int, keyframe_seconds: float
 ) -> None:
-    """A moving gradient with a sliding bar, H.264 with a fixed keyframe interval."""
+    """A moving gradient with a sliding bar, H.264 with a fixed keyframe interval, one slice a frame."""
     keyint = max(1, round(keyframe_seconds * fps))
     options = {
         "preset": "ultrafast",
         "crf": "23",
         "g": str(keyint),
-        "x264-params": f"keyint={keyint}:min-keyint={keyint}:scenecut=0",
+        # One slice a frame, as x264's and FFmpeg's defaults write (PyAV's encoder would
+        # cut each frame into slices, which no camera-like file has and which lets a
+        # decoder's slice threads do what only frame threads can on a real file).
+        "x264-params": f"keyint={keyint}:min-keyint={keyint}:scenecut=0:sliced-threads=0",
     }
     y, x = np.mgrid[0:height, 0:width]
     base = np.stack([(x * 255 // width), (y * 255 // height), ((x + y) * 255 // (width + height))], axis=-1).astype(
@@ -83,6 +86,7 @@ def make_camera_like_video(
     with av.open(str(path), mode="w", format="mp4") as container:
         stream = container.add_stream("libx264", rate=fps, options=options)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.thread_type = "FRAME"
         for index in range(round(seconds * fps)):
             image = np.roll(base, shift=index * 4, axis=1)  # (H, W, 3)
             left = (index * 7) % (width - bar)

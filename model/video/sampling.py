@@ -191,11 +191,12 @@ def _set_decoder_threads(stream: VideoStream, options: SamplingOptions, *, seeki
     Only before the decoder opens (FFmpeg fixes them then); on an open decoder this
     reports what it already has.
     """
-    if not stream.codec_context.is_open and options.threads != 1:
-        # Seeking: slice threads only (no frame delay to refill after each seek).
-        stream.thread_type = "SLICE" if seeking else "AUTO"
+    if not stream.codec_context.is_open:
+        # Seeking: slice threads only (no frame delay to refill after each seek). One
+        # thread must be asked for: FFmpeg's default is slice threads, one a core.
+        stream.thread_type = "SLICE" if seeking or options.threads == 1 else "AUTO"
         stream.thread_count = options.threads
-    return bool(stream.thread_type & ThreadType.FRAME)
+    return bool(stream.thread_type & ThreadType.FRAME) and stream.thread_count != 1
 
 
 def plan_sampling(

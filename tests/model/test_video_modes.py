@@ -113,7 +113,9 @@ def test_seeking_reads_take_slice_threads_and_sequential_reads_frame_threads(vid
             # FFmpeg fixes threads when the decoder opens: later calls report, never change.
             assert _set_decoder_threads(stream, threaded, seeking=not seeking) is frame_threads
     with av.open(str(videos["long"])) as container:
-        assert not _set_decoder_threads(container.streams.video[0], SamplingOptions(threads=1), seeking=False)
+        stream = container.streams.video[0]
+        assert not _set_decoder_threads(stream, SamplingOptions(threads=1), seeking=False)
+        assert stream.thread_count == 1  # asked for: FFmpeg's default is slice threads, one a core
 
 
 @pytest.mark.parametrize("mode", MODES)
