@@ -68,8 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every stage's steps")
     parser.add_argument("--threads", type=int, default=1,
                         help="CPU threads for torch (1: robust on a shared CPU; 0: torch's choice)")
-    parser.add_argument("--mixed-precision", default="bf16", choices=("auto", "no", "bf16", "fp16"),
-                        help="bf16 autocast (CPUs with AVX512-BF16 and GPUs; 25%% faster a step here)")
+    parser.add_argument("--mixed-precision", default="auto", choices=("auto", "no", "bf16", "fp16"),
+                        help="auto: bf16 autocast where the hardware computes it (GPUs, CPUs with AVX512-BF16/AMX: "
+                             "25%% faster a step there), else fp32 (bf16 is emulated on AVX2-only CPUs, ~30x slower)")
     parser.add_argument("--train-two-object-prob", type=float, default=0.5,
                         help="share of two-object videos in the train split (val/test keep 0.3)")
     parser.add_argument("--binding-per-video", type=int, default=1,
