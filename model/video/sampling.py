@@ -31,8 +31,9 @@ Two modes (`SamplingOptions.mode`):
 Threads (`SamplingOptions.threads`) are used per read: a sequential read gives them to
 FFmpeg's decoder (frame and slice threads, `thread_type="AUTO"`); a seeking read (seek
 strategy, keyframe mode) splits its independent GOP reads (or keyframes) into contiguous
-shares, each decoded on its own container in its own thread (FFmpeg releases the GIL),
-with slice threads at most. Frame threads buffer a frame per thread, and every seek
+shares of near-equal decode cost (frames from each seek's keyframe to its last target),
+each decoded on its own container in its own thread (FFmpeg releases the GIL), with
+slice threads at most. Frame threads buffer a frame per thread, and every seek
 flushes and refills them: on a 720p H.264 with 2 cores that made 8 seeks 1.5x slower
 than decoding in the calling thread (`bench/bench_video_sampling.py`). Frames are scaled
 and converted to RGB by libswscale (`VideoFrame.to_ndarray` with a size), only for the
@@ -44,6 +45,7 @@ Every strategy stops with `VideoTooLong` once it has decoded `limits.max_decoded
 from __future__ import annotations
 
 import bisect
+import itertools
 import logging
 import os
 import threading
@@ -225,13 +227,9 @@ def plan_targets(
     """The cheaper way to reach ascending `targets` (see the module doc)."""
     n = len(targets)
     frames_per_tick = float(timing.time_base) * max(fps, 1e-9)
-    interval_ticks = max(1, round(ASSUMED_KEYFRAME_INTERVAL_S / float(timing.time_base)))
 
     def keyframe_before(pts: int) -> int:
-        if keyframes_pts:
-            index = bisect.bisect_right(keyframes_pts, pts) - 1
-            return keyframes_pts[index] if index >= 0 else timing.start_pts
-        return timing.start_pts + (pts - timing.start_pts) // interval_ticks * interval_ticks
+        return _keyframe_before(pts, keyframes_pts, timing)
 
     seek_before: list[bool] = []
     seek_cost, position = 0.0, timing.start_pts  # position: where the decoder stands
@@ -365,6 +363,46 @@ def _read_exact(
     return out, pts
 
 
+def _keyframe_before(pts: int, keyframes_pts: list[int] | None, timing: StreamTiming) -> int:
+    """The keyframe a seek to `pts` lands on: from the index, else the assumed interval."""
+    if keyframes_pts:
+        index = bisect.bisect_right(keyframes_pts, pts) - 1
+        return keyframes_pts[index] if index >= 0 else timing.start_pts
+    interval_ticks = max(1, round(ASSUMED_KEYFRAME_INTERVAL_S / float(timing.time_base)))
+    return timing.start_pts + (pts - timing.start_pts) // interval_ticks * interval_ticks
+
+
+def run_costs(plan: SamplingPlan, runs: Sequence[Sequence[int]], keyframes: list[int] | None,
+              timing: StreamTiming, fps: float) -> list[float]:
+    """Frames each run of `plan_runs` decodes (plus its seek's charge), as `plan_targets`
+    estimates them: from the keyframe before its first target to its last target."""
+    frames_per_tick = float(timing.time_base) * max(fps, 1e-9)
+    costs = []
+    for run in runs:
+        first, last = plan.targets_pts[run[0]], plan.targets_pts[run[-1]]
+        seeks = plan.seek_before[run[0]]
+        start = _keyframe_before(first, keyframes, timing) if seeks else timing.start_pts
+        costs.append((SEEK_COST_FRAMES if seeks else 0) + (last - start) * frames_per_tick + 1)
+    return costs
+
+
+def balanced_shares(items: Sequence[_Item], costs: Sequence[float], workers: int) -> list[Sequence[_Item]]:
+    """`items` cut into at most `workers` contiguous, non-empty shares of near-equal cost.
+
+    Share k ends where the running cost comes nearest to k / workers of the total, so one
+    long GOP read does not leave the other threads idle behind it.
+    """
+    workers = max(1, min(workers, len(items)))
+    prefix = list(itertools.accumulate(costs))  # prefix[j]: cost of items[:j + 1]
+    bounds = [0]
+    for k in range(1, workers):
+        goal = prefix[-1] * k / workers
+        first, last = bounds[-1] + 1, len(items) - (workers - k)  # one item at least a share
+        bounds.append(min(range(first, last + 1), key=lambda end: abs(prefix[end - 1] - goal)))
+    bounds.append(len(items))
+    return [items[a:b] for a, b in itertools.pairwise(bounds)]
+
+
 def plan_runs(plan: SamplingPlan) -> list[list[int]]:
     """The plan's targets in runs: each run starts with a seek (or at the file's start) and
     reads forward through the rest; runs share no decoded frame."""
@@ -404,7 +442,9 @@ def _read_runs(
             chosen += got
         return chosen
 
-    results = _in_shares(plan_runs(plan), options.threads, container, stream, path, read_share)
+    runs = plan_runs(plan)
+    costs = run_costs(plan, runs, keyframes, timing, info.fps)
+    results = _in_shares(runs, options.threads, container, stream, path, read_share, costs)
     if any(r is None for r in results):
         return None
     return [pts for r in results for pts in r]  # type: ignore[union-attr]
@@ -417,17 +457,19 @@ def _in_shares(
     stream: VideoStream,
     path: str | Path,
     work: Callable[[Sequence[_Item], InputContainer, VideoStream, bool], _Result],
+    costs: Sequence[float] | None = None,
 ) -> list[_Result]:
     """`work(share, container, stream, parallel)` on contiguous shares of `items`, in order.
 
     Up to `threads` shares (0: one a core) run at once, each on its own container (FFmpeg
-    decodes without the GIL); the first runs in the calling thread on `container`. With
-    one share, `work` gets all items and `parallel=False`.
+    decodes without the GIL); the first runs in the calling thread on `container`. The
+    shares balance `costs` (frames to decode per item; default: one each). With one
+    share, `work` gets all items and `parallel=False`.
     """
     workers = min(len(items), threads or os.cpu_count() or 1)
     if workers <= 1:
         return [work(items, container, stream, False)]
-    shares = [items[k * len(items) // workers:(k + 1) * len(items) // workers] for k in range(workers)]
+    shares = balanced_shares(items, costs if costs is not None else [1.0] * len(items), workers)
 
     def on_own_container(share: Sequence[_Item]) -> _Result:
         with open_input(path) as own:

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from fractions import Fraction
 from pathlib import Path
 
 import av
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from model.video import CorruptVideo, SamplingOptions, VideoLimits, VideoTooLong, read_frames, sample_frames
 from model.video.keyframes import snap_to_keyframes, tolerance_ticks
-from model.video.sampling import _set_decoder_threads
+from model.video.probe import StreamTiming
+from model.video.sampling import _set_decoder_threads, balanced_shares, plan_runs, plan_sampling, run_costs
 from tests.media import decode_frame_indices, make_truncated_mp4, make_video, vfr_frame_times_ms
 
 EXACT = SamplingOptions(mode="exact")
@@ -86,6 +90,40 @@ def test_keyframe_mode_on_a_variable_frame_rate_file_snaps_by_time(videos):
     assert got.timestamps_s == pytest.approx([times[i] / 1000 for i in indices], abs=1e-3)
     segment = (got.targets_s[1] - got.targets_s[0])
     assert all(abs(t - s) <= segment / 2 for t, s in zip(got.timestamps_s, got.targets_s, strict=True))
+
+
+def test_shares_balance_the_frames_to_decode_not_the_number_of_reads():
+    # GOP reads of 52, 7, 7 and 7 frames: split by count, one thread decodes 59 frames
+    # while the other decodes 14; split by cost, 52 and 21.
+    assert balanced_shares(list("abcd"), [52, 7, 7, 7], 2) == [list("a"), list("bcd")]
+    assert balanced_shares(list("abcd"), [52, 7, 7, 52], 2) == [list("ab"), list("cd")]
+    assert balanced_shares(list("abcd"), [7, 7, 7, 52], 2) == [list("abc"), list("d")]
+    assert balanced_shares(list("ab"), [1, 1], 5) == [list("a"), list("b")]
+
+
+@given(st.lists(st.integers(1, 100), min_size=1, max_size=24), st.integers(1, 8))
+def test_shares_are_contiguous_non_empty_and_near_the_mean(costs, workers):
+    items = list(range(len(costs)))
+    shares = balanced_shares(items, costs, workers)
+    assert [i for share in shares for i in share] == items
+    assert len(shares) == min(workers, len(items)) and all(shares)
+    # Each cut lies within one item of its goal: no share exceeds the mean by more than
+    # the two items on its edges.
+    mean = sum(costs) / len(shares)
+    assert max(sum(costs[i] for i in share) for share in shares) <= mean + 2 * max(costs)
+
+
+def test_run_costs_count_the_frames_from_each_seeks_keyframe():
+    # 10 s at 24 fps (ticks of 1/24 s), a keyframe every 24 frames; 4 targets at 1.25,
+    # 3.75, 6.25 and 8.75 s: frames 30, 90, 150 and 210, each 6 or 18 past a keyframe.
+    timing = StreamTiming(time_base=Fraction(1, 24), start_pts=0, duration_pts=240, container_consumed=False)
+    keyframes = list(range(0, 240, 24))
+    plan = plan_sampling(timing, 24.0, keyframes, 4, strategy="seek")
+    runs = plan_runs(plan)
+    assert plan.targets_pts == (30, 90, 150, 210)
+    assert runs == [[0], [1], [2], [3]]
+    costs = run_costs(plan, runs, keyframes, timing, 24.0)
+    assert costs == [8 + 6 + 1, 8 + 18 + 1, 8 + 6 + 1, 8 + 18 + 1]
 
 
 @pytest.mark.parametrize("mode", MODES)
