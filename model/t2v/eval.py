@@ -44,6 +44,7 @@ class Case:
     seed: int
     paths: dict[str, Path] = field(default_factory=dict)  # "generated" / "real" -> MP4
     render_s: float = 0.0
+    sampler: dict = field(default_factory=dict)  # the denoising steps and guidance it was rendered with
 
 
 def eval_clips(single: int, pairs: int, seed: int, size: int, num_frames: int) -> list[Clip]:
@@ -77,6 +78,7 @@ def render_cases(pipeline_dir: Path, clips: Sequence[Clip], out_dir: Path, steps
         case = Case(clip, 1000 + i)
         started = time.perf_counter()
         params = backend.validate(requested)
+        case.sampler = {"steps": params.num_inference_steps, "guidance_scale": params.guidance_scale}
         frames = backend.generate(clip.caption, params)  # (T, H, W, 3)
         case.paths["generated"] = write_mp4(frames, out_dir / f"gen-{i:04d}.mp4", fps=params.fps)
         case.render_s = time.perf_counter() - started
@@ -187,7 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         cases = render_cases(pipeline_dir, clips, Path(tmp), args.steps, args.guidance, progress)
         judges: dict = {"pixel": {s: summarise(cases, pixel_verdicts(cases, s)) for s in ("generated", "real")}}
-        report: dict = {"pipeline": str(pipeline_dir), "seed": args.seed, "judges": judges}
+        report: dict = {"pipeline": str(pipeline_dir), "seed": args.seed, "sampler": cases[0].sampler,
+                        "judges": judges}
         if not args.no_understanding:
             from model.checkpoint import load_checkpoint
             from model.engine.hf_engine import HFEngine
@@ -206,7 +209,8 @@ def main(argv: list[str] | None = None) -> int:
     times = [c.render_s for c in cases]
     report["render_s"] = {"mean": float(np.mean(times)), "median": float(np.median(times)), "videos": len(times)}
     print(f"pipeline: {pipeline_dir}  captions: {args.single} one-object + {args.pairs} two-object "
-          f"(eval stream, seed {args.seed})")
+          f"(eval stream, seed {args.seed}); {cases[0].sampler['steps']} steps, "
+          f"guidance {cases[0].sampler['guidance_scale']:g}")
     print(format_table(report))
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
