@@ -1,8 +1,9 @@
 """Frame sampling: exact and keyframe modes against a full decode and torchcodec, in one run.
 
 Generates a camera-like H.264 MP4 (default 60 s, 1280x720, 30 fps, a keyframe every
-2 s, x264 ultrafast) and times, each `--repeats` times (median reported), n frames at
-native size:
+2 s, x264 ultrafast: P-frames only; `--preset veryfast` writes x264's usual 3 B-frames,
+about half of them non-reference, which exact reads skip) and times, each `--repeats`
+times (median reported), n frames at native size:
   full decode         every frame of the file (what a naive sampler does)
   exact, seek         sample_frames(mode="exact"), seek near each target, decode to it
   exact, sequential   sample_frames(mode="exact", strategy="sequential")
@@ -53,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--width", type=int, default=1280)
     parser.add_argument("--height", type=int, default=720)
     parser.add_argument("--keyframe-seconds", type=float, default=2.0)
+    parser.add_argument("--preset", default="ultrafast",
+                        help="x264 preset of the generated file (ultrafast: no B-frames; veryfast: 3)")
     parser.add_argument("--frames", type=int, default=8, help="frames to sample")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=0,
@@ -65,12 +68,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def make_camera_like_video(
-    path: Path, seconds: float, fps: int, width: int, height: int, keyframe_seconds: float
+    path: Path, seconds: float, fps: int, width: int, height: int, keyframe_seconds: float,
+    preset: str = "ultrafast",
 ) -> None:
     """A moving gradient with a sliding bar, H.264 with a fixed keyframe interval, one slice a frame."""
     keyint = max(1, round(keyframe_seconds * fps))
     options = {
-        "preset": "ultrafast",
+        "preset": preset,
         "crf": "23",
         "g": str(keyint),
         # One slice a frame, as x264's and FFmpeg's defaults write (PyAV's encoder would
@@ -182,12 +186,14 @@ def main(argv: list[str] | None = None) -> int:
         path = args.video or args.out or scratch / "camera.mp4"
         if args.video is None:
             start = time.perf_counter()
-            make_camera_like_video(path, args.seconds, args.fps, args.width, args.height, args.keyframe_seconds)
+            make_camera_like_video(path, args.seconds, args.fps, args.width, args.height, args.keyframe_seconds,
+                                   args.preset)
             print(f"generated in {time.perf_counter() - start:.1f} s")
         info = probe(path)
         print(
             f"video: {info.width}x{info.height} {info.codec}, {info.duration_s:.1f} s, "
-            f"{info.frame_count} frames at {info.fps:g} fps, keyframe every {args.keyframe_seconds:g} s; "
+            f"{info.frame_count} frames at {info.fps:g} fps, keyframe every {args.keyframe_seconds:g} s"
+            f"{'' if args.video else f', x264 {args.preset}'}; "
             f"{args.frames} frames sampled at native size, decoder threads {args.threads or 'auto'}"
         )
         limits = VideoLimits(max_decoded_frames=10**7)

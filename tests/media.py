@@ -27,12 +27,15 @@ CODE_ROWS = 3
 MAX_CODED_FRAMES = 2 ** (CODE_COLUMNS * CODE_ROWS)  # 4096 distinct indices
 CODE_HEIGHT_FRACTION = 2 / 3
 
-Codec = Literal["h264", "vp9", "mjpeg"]
+Codec = Literal["h264", "h264_bframes", "vp9", "mjpeg"]
 Pattern = Literal["moving_box", "noise"]
 
 _ENCODERS: dict[str, tuple[str, str, dict[str, str]]] = {
     # codec -> (encoder name, pixel format, encoder options)
     "h264": ("libx264", "yuv420p", {"crf": "18", "preset": "ultrafast"}),
+    # x264's usual output (veryfast and slower presets): 3 B-frames, some of them
+    # non-reference (b-pyramid), as phones and most downloaded H.264 carry.
+    "h264_bframes": ("libx264", "yuv420p", {"crf": "18", "preset": "veryfast", "bf": "3"}),
     "vp9": ("libvpx-vp9", "yuv420p", {"crf": "20", "b": "0", "deadline": "realtime", "cpu-used": "8"}),
     "mjpeg": ("mjpeg", "yuvj420p", {"qscale": "2"}),
 }
@@ -124,11 +127,11 @@ def make_video(
         raise ValueError("frame_times_ms needs one entry per frame")
     encoder, pix_fmt, options = _ENCODERS[codec]
     options = dict(options)
-    if codec == "h264" and (width % 2 or height % 2):
+    if codec.startswith("h264") and (width % 2 or height % 2):
         pix_fmt = "yuv444p"  # x264 refuses odd sizes in 4:2:0; 4:4:4 has no such limit
     if keyframe_interval is not None:
         options["g"] = str(keyframe_interval)
-        if codec == "h264":
+        if codec.startswith("h264"):
             options["x264-params"] = f"keyint={keyframe_interval}:min-keyint={keyframe_interval}"
             options["sc_threshold"] = "0"
     rate = Fraction(fps).limit_denominator(1001)

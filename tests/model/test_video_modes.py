@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from model.video import CorruptVideo, SamplingOptions, VideoLimits, VideoTooLong, read_frames, sample_frames
 from model.video.keyframes import snap_to_keyframes, tolerance_ticks
+from model.video.nonref_skip import UnneededFrames
 from model.video.probe import StreamTiming
 from model.video.sampling import _set_decoder_threads, balanced_shares, plan_runs, plan_sampling, run_costs
 from tests.media import decode_frame_indices, make_truncated_mp4, make_video, vfr_frame_times_ms
@@ -35,6 +36,9 @@ def videos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "raw": make_video(root / "raw.h264", frames=20),
         # 10 s at 24 fps, a keyframe every second (frames 0, 24, 48, ...).
         "long": make_video(root / "long.mp4", frames=240, fps=24, keyframe_interval=24),
+        # The same with B-frames (x264 veryfast: 3, b-pyramid), about half of them non-reference.
+        "long_bframes": make_video(root / "long_b.mp4", frames=240, fps=24, keyframe_interval=24,
+                                   codec="h264_bframes"),
         "truncated_faststart": make_truncated_mp4(root / "truncated_fs.mp4", faststart=True),
     }
 
@@ -70,8 +74,36 @@ def test_exact_mode_timestamps_are_the_frames_on_screen(videos):
     assert got.mean_error_s() < 1 / 24
 
 
+@pytest.mark.parametrize("strategy", ["seek", "sequential"])
+def test_exact_reads_skip_the_non_reference_frames_before_each_target(videos, strategy):
+    # Targets are frames 15, 45, ..., 225. Read forward from each keyframe (or from the
+    # start) that is 112 (seek) or 226 (sequential) frames decoded; a non-reference
+    # B-frame with a later frame ahead of it before the target is dropped, not decoded.
+    # The frames are those of a frame-threaded read, which skips nothing.
+    full = {"seek": 112, "sequential": 226}[strategy]
+    reference = read_frames(videos["long_bframes"], 8, strategy="sequential", options=SamplingOptions(threads=2))
+    assert decode_frame_indices(reference.frames) == [15, 45, 75, 105, 135, 165, 195, 225]
+    budget = VideoLimits(max_decoded_frames=full * 3 // 4)
+    got = read_frames(videos["long_bframes"], 8, strategy=strategy, limits=budget, options=SamplingOptions(threads=1))
+    np.testing.assert_array_equal(got.frames, reference.frames)
+    assert got.timestamps_s == reference.timestamps_s
+    with pytest.raises(VideoTooLong):  # the same read of a file with no non-reference frame
+        read_frames(videos["long"], 8, strategy=strategy, limits=budget, options=SamplingOptions(threads=1))
+
+
+def test_unneeded_frames_are_those_before_a_later_frame_not_after_the_target():
+    unneeded = UnneededFrames()
+    unneeded.aim(5)
+    # Decode order of a B-pyramid GOP: I0 P4 B2 b1 b3 P8 B6 b5 b7.
+    assert [unneeded.skippable(p) for p in (0, 4, 2, 1, 3, 8, 6, 5, 7)] == [
+        False, False, True, True, True, False, False, False, False]
+    unneeded.aim(7)  # 6 and 7 were demuxed after 5, so 5 is not on screen at 7
+    assert [unneeded.skippable(p) for p in (5, 6, 12)] == [True, True, False]
+
+
 @pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("name", ["h264", "vp9", "one_frame", "three_frames", "vfr", "vfr_gop", "raw", "long"])
+@pytest.mark.parametrize("name", ["h264", "vp9", "one_frame", "three_frames", "vfr", "vfr_gop", "raw", "long",
+                                  "long_bframes"])
 @pytest.mark.parametrize("n", [1, 5, 8])
 def test_both_modes_return_n_frames_in_order(videos, mode, name, n):
     got = read_frames(videos[name], n, size=32, options=MODES[mode])
@@ -132,7 +164,7 @@ def test_threads_give_the_same_frames(videos, mode, threads):
     # A seeking read spreads its GOPs (keyframes) over `threads` containers: shares of 8 targets.
     single = SamplingOptions(mode=mode, threads=1)
     threaded = SamplingOptions(mode=mode, threads=threads)
-    for name in ("long", "vfr", "vfr_gop", "h264"):
+    for name in ("long", "long_bframes", "vfr", "vfr_gop", "h264"):
         for strategy in ("auto", "seek"):
             one = read_frames(videos[name], 8, strategy=strategy, options=single)
             many = read_frames(videos[name], 8, strategy=strategy, options=threaded)
