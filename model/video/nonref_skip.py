@@ -14,9 +14,12 @@ dropped (the decoder keeps them whatever the setting), and packets at or after t
 target decode normally. On a stream without non-reference frames (all-intra, or P-only
 with x264's ultrafast preset) nothing changes.
 
-The setting is changed between packets, so it is only used where each packet is decoded
-in its own `decode` call: slice threads or none. A frame-threaded decoder takes packets
-ahead of its output, and the reads that use frame threads do not skip.
+The setting is changed between packets. A frame-threaded decoder copies it into the
+thread that takes a packet when the packet is submitted (`update_context_from_user` in
+FFmpeg's libavcodec/pthread_frame.c), so it applies per packet there too. Such a decoder
+takes packets ahead of its output, so a packet may be judged against an earlier target
+than the one it is read for; that only drops fewer frames, because a frame below a later
+frame that is <= an earlier target is not on screen at any later target.
 """
 
 from __future__ import annotations

@@ -37,9 +37,9 @@ slice threads at most. Frame threads buffer a frame per thread, and every seek
 flushes and refills them: on a 720p H.264 with 2 cores that made 8 seeks 1.5x slower
 than decoding in the calling thread (`bench/bench_video_sampling.py`). Frames are scaled
 and converted to RGB by libswscale (`VideoFrame.to_ndarray` with a size), only for the
-frames chosen. A read without frame threads drops the non-reference frames that no
-target shows (`model.video.nonref_skip`, `skip_frame="NONREF"`): the same frames, bit for
-bit, from about half the decodes on x264's usual B-frame output.
+frames chosen. An exact read drops the non-reference frames that no target shows
+(`model.video.nonref_skip`, `skip_frame="NONREF"`): the same frames, bit for bit, from
+about half the decodes on x264's usual B-frame output.
 
 Every strategy stops with `VideoTooLong` once it has decoded `limits.max_decoded_frames`.
 """
@@ -350,8 +350,7 @@ def _read_exact(
         pts = _read_runs(container, stream, plan, keyframes, timing, info, options, budget, path, out)
     else:
         frame_threads = _set_decoder_threads(stream, options, seeking=False)
-        cursor = _FrameCursor(container, stream, timing, info.fps, budget, path, _index_end(stream, frame_threads),
-                              skip_unneeded=not frame_threads)
+        cursor = _FrameCursor(container, stream, timing, info.fps, budget, path, _index_end(stream, frame_threads))
         pts = _read_run(cursor, plan, range(len(targets)), keyframes, timing, out, path)
     if pts is not None:
         return out, pts
@@ -361,8 +360,7 @@ def _read_exact(
     with open_input(path) as fresh:
         stream = video_stream(fresh, path)
         frame_threads = _set_decoder_threads(stream, options, seeking=False)
-        cursor = _FrameCursor(fresh, stream, timing, info.fps, budget, path, _index_end(stream, frame_threads),
-                              skip_unneeded=not frame_threads)
+        cursor = _FrameCursor(fresh, stream, timing, info.fps, budget, path, _index_end(stream, frame_threads))
         pts = _read_run(cursor, sequential, range(len(targets)), keyframes, timing, out, path)
     assert pts is not None  # a sequential plan never seeks
     return out, pts
@@ -438,7 +436,7 @@ def _read_runs(
     def read_share(share: Sequence[list[int]], on: InputContainer, track: VideoStream, parallel: bool
                    ) -> list[int] | None:
         _set_decoder_threads(track, _ONE_THREAD if parallel else options, seeking=True)
-        cursor = _FrameCursor(on, track, timing, info.fps, budget, path, skip_unneeded=True)  # slice threads
+        cursor = _FrameCursor(on, track, timing, info.fps, budget, path)
         chosen: list[int] = []
         for run in share:
             got = _read_run(cursor, plan, run, keyframes, timing, out, path)
@@ -587,12 +585,10 @@ class _FrameCursor:
         budget: _DecodeBudget,
         path: str | Path,
         index_end_pts: int | None = None,
-        skip_unneeded: bool = False,
     ) -> None:
         self.container, self.stream, self.budget, self.path = container, stream, budget, path
         self.index_end_pts = index_end_pts  # see _index_end
-        self.skip_unneeded = skip_unneeded  # drop non-reference frames before the target (nonref_skip)
-        self.unneeded = UnneededFrames()
+        self.unneeded = UnneededFrames()  # the non-reference frames no target shows (nonref_skip)
         self.last_pts: int | None = None  # of the latest decoded frame
         self.step_ticks = max(1, round(1 / (fps * float(timing.time_base)))) if fps > 0 else 1
         self.fallback_pts = timing.start_pts
@@ -628,8 +624,6 @@ class _FrameCursor:
         return on_screen
 
     def _decode(self) -> Iterator[VideoFrame]:
-        if not self.skip_unneeded:
-            return self.container.decode(self.stream)
         self.unneeded = UnneededFrames()  # a new forward read: nothing demuxed yet
         return decode_skipping(self.container, self.stream, self.unneeded)
 

@@ -15,7 +15,7 @@ from model.video import CorruptVideo, SamplingOptions, VideoLimits, VideoTooLong
 from model.video.keyframes import snap_to_keyframes, tolerance_ticks
 from model.video.nonref_skip import UnneededFrames
 from model.video.probe import StreamTiming
-from model.video.sampling import _set_decoder_threads, balanced_shares, plan_runs, plan_sampling, run_costs
+from model.video.sampling import _set_decoder_threads, _to_rgb, balanced_shares, plan_runs, plan_sampling, run_costs
 from tests.media import decode_frame_indices, make_truncated_mp4, make_video, vfr_frame_times_ms
 
 EXACT = SamplingOptions(mode="exact")
@@ -74,21 +74,33 @@ def test_exact_mode_timestamps_are_the_frames_on_screen(videos):
     assert got.mean_error_s() < 1 / 24
 
 
+@pytest.fixture(scope="module")
+def every_frame_of_long_bframes(videos) -> np.ndarray:
+    """(240, H, W, 3): a plain decode of every frame (nothing skipped), converted as reads convert."""
+    with av.open(str(videos["long_bframes"])) as container:
+        stream = container.streams.video[0]
+        frames = [_to_rgb(f, f.height, f.width, "long_b.mp4") for f in container.decode(stream)]
+    return np.stack(frames)
+
+
 @pytest.mark.parametrize("strategy", ["seek", "sequential"])
-def test_exact_reads_skip_the_non_reference_frames_before_each_target(videos, strategy):
+@pytest.mark.parametrize("threads", [1, 2])
+def test_exact_reads_skip_the_non_reference_frames_before_each_target(videos, every_frame_of_long_bframes,
+                                                                      strategy, threads):
     # Targets are frames 15, 45, ..., 225. Read forward from each keyframe (or from the
     # start) that is 112 (seek) or 226 (sequential) frames decoded; a non-reference
     # B-frame with a later frame ahead of it before the target is dropped, not decoded.
-    # The frames are those of a frame-threaded read, which skips nothing.
+    # Frame threads (a sequential read with 2) take the setting per packet as well.
     full = {"seek": 112, "sequential": 226}[strategy]
-    reference = read_frames(videos["long_bframes"], 8, strategy="sequential", options=SamplingOptions(threads=2))
-    assert decode_frame_indices(reference.frames) == [15, 45, 75, 105, 135, 165, 195, 225]
     budget = VideoLimits(max_decoded_frames=full * 3 // 4)
-    got = read_frames(videos["long_bframes"], 8, strategy=strategy, limits=budget, options=SamplingOptions(threads=1))
-    np.testing.assert_array_equal(got.frames, reference.frames)
-    assert got.timestamps_s == reference.timestamps_s
+    options = SamplingOptions(threads=threads)
+    got = read_frames(videos["long_bframes"], 8, strategy=strategy, limits=budget, options=options)
+    shown = [15, 45, 75, 105, 135, 165, 195, 225]
+    assert decode_frame_indices(got.frames) == shown
+    np.testing.assert_array_equal(got.frames, every_frame_of_long_bframes[shown])  # bit for bit
+    assert got.timestamps_s == pytest.approx([i / 24 for i in shown])
     with pytest.raises(VideoTooLong):  # the same read of a file with no non-reference frame
-        read_frames(videos["long"], 8, strategy=strategy, limits=budget, options=SamplingOptions(threads=1))
+        read_frames(videos["long"], 8, strategy=strategy, limits=budget, options=options)
 
 
 def test_unneeded_frames_are_those_before_a_later_frame_not_after_the_target():
