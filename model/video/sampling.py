@@ -254,10 +254,21 @@ def plan_targets(
     return SamplingPlan(targets, tuple(seek_before), chosen, sequential_cost, seek_cost)
 
 
-def keyframe_timestamps(stream: VideoStream) -> list[int] | None:
-    """Keyframe timestamps the container index records (sorted), None if it lists none."""
+def keyframe_timestamps(stream: VideoStream, timing: StreamTiming) -> list[int] | None:
+    """The pts of the keyframes the container index records (sorted), None if it lists none.
+
+    MP4's index records decode timestamps. With B-frames a keyframe is shown its reorder
+    delay after it is decoded (x264 veryfast at 24 fps: first dts -1024, its pts 0), so
+    the entries are shifted by the first frame's pts less the first entry, where that is
+    positive (the first keyframe is the first frame shown). Other containers (Matroska
+    cues) record pts, and their shift is 0. `decode_keyframe` checks each against the
+    packet it lands on and a target whose keyframe does not match is read exactly.
+    """
     stamps = sorted({entry.timestamp for entry in stream.index_entries if entry.is_keyframe})
-    return stamps or None
+    if not stamps:
+        return None
+    shift = timing.start_pts - stamps[0]
+    return [stamp + shift for stamp in stamps] if shift > 0 else stamps
 
 
 def _sample_open(
@@ -274,7 +285,7 @@ def _sample_open(
 ) -> SampledFrames:
     height, width = out_size or (info.height, info.width)
     with ffmpeg_errors(path, "reading the index"):
-        keyframes = keyframe_timestamps(stream)
+        keyframes = keyframe_timestamps(stream, timing)
     targets = uniform_targets(timing, n)
     out = np.empty((n, height, width, 3), dtype=np.uint8)  # (n, H, W, 3)
     chosen: list[int | None] = [None] * n  # pts of the frame in out[i]

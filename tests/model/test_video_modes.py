@@ -55,6 +55,15 @@ def test_keyframe_mode_takes_the_nearest_keyframe_and_decodes_one_frame_each(vid
         read_frames(videos["long"], 8, limits=only_eight, options=EXACT)
 
 
+def test_keyframe_mode_finds_the_keyframes_of_a_file_with_b_frames(videos):
+    # MP4's index lists decode timestamps, two frames before these keyframes' pts; taken
+    # as pts, no keyframe matched and every target was read exactly (a whole GOP each).
+    only_eight = VideoLimits(max_decoded_frames=8)
+    got = read_frames(videos["long_bframes"], 8, limits=only_eight, options=KEYFRAME)
+    assert decode_frame_indices(got.frames) == [24, 48, 72, 96, 144, 168, 192, 216]
+    assert got.timestamps_s == pytest.approx([k / 24 for k in (24, 48, 72, 96, 144, 168, 192, 216)])
+
+
 def test_targets_without_a_keyframe_near_enough_are_read_exactly(videos):
     exact = decode_frame_indices(sample_frames(videos["long"], 8, options=EXACT))
     assert exact == [15, 45, 75, 105, 135, 165, 195, 225]
