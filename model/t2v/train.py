@@ -175,10 +175,16 @@ def train_denoiser(arch: T2VArchitecture, vae: AutoencoderKL, train: ClipSet, va
                          caption_dropout=args.caption_dropout)
     n_train = len(train.captions)
 
+    # The profile (sampler defaults, limits): a continued pipeline keeps its source's, which
+    # may have been tuned since (its guidance, say); a new one takes the recipe's.
+    profile = args.continue_from / PROFILE_FILENAME if args.continue_from is not None else None
+    if profile is None or not profile.is_file():
+        profile = CONFIGS_DIR / "shapes.profile.json"
+
     def save(unwrapped: DenoiseLoss, step: int) -> None:
         save_pipeline(args.out, arch, TextToVideoSDPipeline(
             vae=vae, text_encoder=unwrapped.text_encoder, tokenizer=tokenizer, unet=unwrapped.unet,
-            scheduler=scheduler))
+            scheduler=scheduler), profile)
 
     result = train_loop(_loop_config(opts, args), module, list(range(n_train)),
                         list(range(n_train, len(latents))), save, state_dir=work / "denoiser.train-state",
@@ -187,13 +193,13 @@ def train_denoiser(arch: T2VArchitecture, vae: AutoencoderKL, train: ClipSet, va
             "val_losses": result.val_losses, "wall_s": round(result.wall_s, 1)}
 
 
-def save_pipeline(out: Path, arch: T2VArchitecture, pipeline: TextToVideoSDPipeline) -> None:
-    """`save_pretrained` into a sibling, then swap it in: a reader never sees half a pipeline."""
+def save_pipeline(out: Path, arch: T2VArchitecture, pipeline: TextToVideoSDPipeline, profile: Path) -> None:
+    """`save_pretrained` into a sibling, then swap it in: a reader never sees half a pipeline.
+    `profile`: the profile file written beside the weights (checked as the worker reads it)."""
     staging = out.with_name(f".{out.name}.saving")
     shutil.rmtree(staging, ignore_errors=True)
     pipeline.save_pretrained(staging)
-    profile = read_profile_overrides(CONFIGS_DIR / "shapes.profile.json")
-    (staging / PROFILE_FILENAME).write_text(json.dumps(profile, indent=2))
+    (staging / PROFILE_FILENAME).write_text(json.dumps(read_profile_overrides(profile), indent=2))
     (staging / ARCH_FILENAME).write_text(json.dumps(asdict(arch), indent=2))
     for kept in ("training_log.jsonl",):  # what an earlier run left beside the weights
         if (out / kept).is_file():

@@ -4,6 +4,7 @@ pipeline that `DiffusionPipeline.from_pretrained` loads and renders with."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -61,7 +62,11 @@ def test_resume_continues_from_the_saved_state(trained: tuple[Path, dict], tmp_p
 def test_continue_from_keeps_the_vae_and_trains_the_denoiser_on(trained: tuple[Path, dict], tmp_path: Path) -> None:
     from diffusers import AutoencoderKL, UNet3DConditionModel
 
-    source, _ = trained
+    source = tmp_path / "source"
+    shutil.copytree(trained[0], source)
+    # A profile tuned after training (the guidance chosen by a sweep) travels on.
+    tuned = json.loads((source / "g4v_t2v_profile.json").read_text()) | {"default_guidance_scale": 7.5}
+    (source / "g4v_t2v_profile.json").write_text(json.dumps(tuned))
     out = tmp_path / "continued"
     earlier = (source / "training_log.jsonl").read_text().splitlines()
     assert train_main([*ARGS, "--out", str(out), "--work", str(tmp_path / "work"),
@@ -75,5 +80,6 @@ def test_continue_from_keeps_the_vae_and_trains_the_denoiser_on(trained: tuple[P
         same = all(torch.equal(before[k], after[k]) for k in before)
         assert same is (name == "vae"), name  # the VAE is kept, the UNet trained on
     assert isinstance(DiffusionPipeline.from_pretrained(out, local_files_only=True), TextToVideoSDPipeline)
+    assert json.loads((out / "g4v_t2v_profile.json").read_text()) == tuned
     with pytest.raises(SystemExit):
         train_main([*ARGS, "--out", str(out), "--continue-from", str(out)])
