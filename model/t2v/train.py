@@ -98,7 +98,15 @@ def cached_latents(vae: AutoencoderKL, train: ClipSet, val: ClipSet, path: Path,
         if cached["key"] == key:
             return cached["latents"]
         log.info("latent cache %s is for another VAE or other clips: encoding again", path)
-    latents = torch.cat([encode_latents(vae, train, progress=progress), encode_latents(vae, val, progress=progress)])
+    # On a GPU machine the encoding runs there (tens of thousands of clips), then the VAE
+    # goes back where it was: it is saved with every checkpoint.
+    home = vae.device
+    vae.to("cuda" if torch.cuda.is_available() else home)
+    try:
+        latents = torch.cat([encode_latents(vae, train, progress=progress),
+                             encode_latents(vae, val, progress=progress)])  # (N, C, T, h, w), on the CPU
+    finally:
+        vae.to(home)
     torch.save({"key": key, "latents": latents}, path)
     return latents
 
