@@ -46,6 +46,20 @@ class Batch:
     labels: torch.Tensor  # (B, L)
 
 
+def opening_token_weights(labelled: torch.Tensor, first: int, weight: float) -> torch.Tensor:
+    """`(B, L)` bool, True on labelled positions -> `(B, L)` float weights: `weight` on the
+    first `first` positions of each run of labelled positions (an assistant turn's opening),
+    1 elsewhere."""
+    count = labelled.long().cumsum(dim=1)  # (B, L): labelled positions up to here
+    previous = nn.functional.pad(labelled[:, :-1], (1, 0), value=False)  # (B, L)
+    starts = labelled & ~previous  # (B, L): first position of each run
+    before = torch.where(starts, count - 1, torch.zeros_like(count)).cummax(dim=1).values  # (B, L)
+    position = count - 1 - before  # (B, L): index inside the current run
+    opening = labelled & (position < first)  # (B, L)
+    return torch.where(opening, torch.full_like(count, weight, dtype=torch.float),
+                       torch.ones_like(count, dtype=torch.float))
+
+
 class GPT4VideoModel(nn.Module):
     def __init__(
         self,
@@ -166,11 +180,15 @@ class GPT4VideoModel(nn.Module):
         return Batch(embeds, mask, position_ids, labels)
 
     # -- 4. training forward ------------------------------------------------------------
-    def loss(self, batch: Batch) -> torch.Tensor:
+    def loss(self, batch: Batch, opening_tokens: int = 0, opening_weight: float = 1.0) -> torch.Tensor:
         """Mean next-token loss over assistant text tokens only.
 
         The LM head runs only where a label follows: with a 49k vocabulary it would
         otherwise cost as much as several decoder layers on every prompt position.
+        With `opening_tokens` > 0 the first that many tokens of each assistant turn count
+        `opening_weight` times (a weighted mean): whether a turn refuses, answers or
+        writes a video tag is decided there, and in a plain mean those few tokens are
+        outweighed by the long, easy rest of every reply.
         """
         causal_lm = self.llm.get_base_model()  # LoRA layers are injected in place: still applied
         hidden = causal_lm.model(
@@ -182,7 +200,11 @@ class GPT4VideoModel(nn.Module):
         targets = batch.labels[:, 1:]  # (B, L-1)
         where = targets != IGNORE_INDEX  # (B, L-1)
         logits = causal_lm.lm_head(hidden[:, :-1][where]).float()  # (N, V)
-        return nn.functional.cross_entropy(logits, targets[where])
+        per_token = nn.functional.cross_entropy(logits, targets[where], reduction="none")  # (N,)
+        if opening_tokens <= 0 or opening_weight == 1.0:
+            return per_token.mean()
+        weights = opening_token_weights(where, opening_tokens, opening_weight)[where]  # (N,)
+        return (weights * per_token).sum() / weights.sum()
 
     def set_training_mode(
         self, train_abstractor: bool = True, train_lora: bool = True, train_vision: bool = False

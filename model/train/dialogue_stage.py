@@ -35,6 +35,10 @@ def add_loop_arguments(parser: argparse.ArgumentParser, steps: int, batch: int, 
                              "dialogue loss teaches it what contrastive captions do not, e.g. which colour "
                              "belongs to which shape)")
     parser.add_argument("--vision-lr", type=float, help="learning rate of the vision tower (default: --lr)")
+    parser.add_argument("--opening-tokens", type=int, default=0,
+                        help="weight the first N tokens of each assistant turn (where it refuses, answers or "
+                             "tags a video) by --opening-weight in the training loss (0: a plain mean)")
+    parser.add_argument("--opening-weight", type=float, default=1.0)
 
 
 def loop_config(args: argparse.Namespace) -> TrainConfig:
@@ -74,11 +78,13 @@ def run_dialogue_stage(
     def save(module: DialogueLoss, step: int) -> None:
         save_with_info(module.model, out, stage, {"step": step})
 
-    result = train_loop(loop_config(args), DialogueLoss(model, features, args.vision_lr), train, val, save,
+    module = DialogueLoss(model, features, args.vision_lr, args.opening_tokens, args.opening_weight)
+    result = train_loop(loop_config(args), module, train, val, save,
                         state_dir=out.parent / f"{out.name}.train-state", resume=args.resume,
                         desc=f"{stage} {'+'.join(model.trainable_parts())}")
     report = {"steps": result.steps, "first_loss": result.first_loss, "last_loss": result.last_loss,
               "val_loss": result.val_losses[-1][1], **report_extra, "train_vision": args.train_vision,
+              "opening_tokens": args.opening_tokens, "opening_weight": args.opening_weight,
               "train_wall_s": round(result.wall_s, 1), "wall_s": round(time.perf_counter() - started, 1)}
     save_with_info(model, out, stage, report)
     write_log(out / "training_log.jsonl", {"stage": stage, **report})

@@ -28,11 +28,15 @@ class DialogueLoss(nn.Module):
     are recomputed from the decoded frames every step, so the caption loss reaches it.
     """
 
-    def __init__(self, model: GPT4VideoModel, features: FeatureStore, vision_lr: float | None = None) -> None:
+    def __init__(self, model: GPT4VideoModel, features: FeatureStore, vision_lr: float | None = None,
+                 opening_tokens: int = 0, opening_weight: float = 1.0) -> None:
         super().__init__()
         self.model = model
         self.features = features
         self.vision_lr = vision_lr
+        # While training only: validation losses stay the plain mean, comparable across runs.
+        self.opening_tokens = opening_tokens
+        self.opening_weight = opening_weight
 
     def param_groups(self, lr: float) -> list[dict]:
         """Optimizer groups: the vision tower (if trainable) at its own learning rate."""
@@ -59,7 +63,10 @@ class DialogueLoss(nn.Module):
             video_tokens = dict(zip(videos, tokens, strict=True))
         sequences = [self.model.build_sequence(it.turns, video_tokens, add_generation_prompt=False)
                      for it in items]
-        return self.model.loss(self.model.collate(sequences))
+        batch = self.model.collate(sequences)
+        if self.training:
+            return self.model.loss(batch, self.opening_tokens, self.opening_weight)
+        return self.model.loss(batch)
 
 
 @dataclass(frozen=True)

@@ -80,6 +80,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stage1-steps", type=int, default=500)
     parser.add_argument("--stage2-steps", type=int, default=550)
     parser.add_argument("--stage2-lr", type=float, default=1e-3)
+    parser.add_argument("--stage2-opening-tokens", type=int, default=0,
+                        help="stage 2 weights the first N tokens of each assistant turn (0: a plain mean)")
+    parser.add_argument("--stage2-opening-weight", type=float, default=1.0)
     parser.add_argument("--chat-repeat", type=int, default=1,
                         help="times the chat dialogues appear in stage 2's data (their sampling weight)")
     parser.add_argument("--batch-size", type=int, default=8)
@@ -153,7 +156,9 @@ def main(argv: list[str] | None = None) -> int:
     _run("train stage2", stage2.main, [
         "--checkpoint", str(start), "--instructions", str(work / "instructions-train.jsonl"),
         *extra_files, "--val-instructions", str(work / "instructions-val.jsonl"), "--out", str(work / "stage2"),
-        "--train-abstractor", "--steps", steps(args.stage2_steps), "--lr", str(args.stage2_lr), *loop], timings)
+        "--train-abstractor", "--steps", steps(args.stage2_steps), "--lr", str(args.stage2_lr),
+        "--opening-tokens", str(args.stage2_opening_tokens), "--opening-weight", str(args.stage2_opening_weight),
+        *loop], timings)
 
     if args.out.exists():
         shutil.rmtree(args.out)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from model.engine.base import Turn
-from model.network import IGNORE_INDEX, VIDEO_TOKEN, GPT4VideoModel, MissingVideoFeatures
+from model.network import IGNORE_INDEX, VIDEO_TOKEN, GPT4VideoModel, MissingVideoFeatures, opening_token_weights
 
 
 def video_features(model: GPT4VideoModel, names: list[str]) -> dict[str, torch.Tensor]:
@@ -243,3 +243,41 @@ def test_loss_is_next_token_cross_entropy_on_labelled_positions(tiny_model) -> N
                 if target != IGNORE_INDEX:
                     manual.append(torch.nn.functional.cross_entropy(logits[j - 1], torch.tensor(target)))
     torch.testing.assert_close(loss, torch.stack(manual).mean(), rtol=1e-4, atol=1e-5)
+
+
+def test_opening_token_weights_mark_the_first_tokens_of_each_labelled_run() -> None:
+    labelled = torch.tensor([[False, True, True, True, False, True, True],
+                             [True, True, False, False, False, False, True]])
+    weights = opening_token_weights(labelled, first=2, weight=5.0)
+    assert weights.tolist() == [[1, 5, 5, 1, 1, 5, 5],
+                                [5, 5, 1, 1, 1, 1, 5]]
+
+
+def test_opening_weight_is_a_weighted_mean_over_each_turns_first_tokens(tiny_model) -> None:
+    feats = video_features(tiny_model, ["v"])
+    with torch.no_grad():
+        conversations = [
+            [Turn("user", "What shape?", ("v",)), Turn("assistant", "a square."),
+             Turn("user", "And the colour?"), Turn("assistant", "It is red, I think.")],
+            [Turn("user", "hi"), Turn("assistant", "Here you go. a circle.")],
+        ]
+        seqs = [tiny_model.build_sequence(turns, feats, add_generation_prompt=False) for turns in conversations]
+        batch = GPT4VideoModel.collate(seqs, padding_side="right")
+        plain = tiny_model.loss(batch)
+        assert torch.equal(tiny_model.loss(batch, opening_tokens=2, opening_weight=1.0), plain)
+        weighted = tiny_model.loss(batch, opening_tokens=2, opening_weight=4.0)
+        # By hand: each assistant turn's first two predicted tokens count 4 times.
+        terms, weights = [], []
+        for seq in seqs:
+            logits = tiny_model.llm(inputs_embeds=seq.inputs_embeds[None]).logits[0]  # (L, V)
+            labels = seq.labels.tolist()
+            run = 0
+            for j, target in enumerate(labels):
+                run = run + 1 if target != IGNORE_INDEX else 0
+                if target != IGNORE_INDEX:
+                    terms.append(torch.nn.functional.cross_entropy(logits[j - 1], torch.tensor(target)))
+                    weights.append(4.0 if run <= 2 else 1.0)
+    assert weights.count(4.0) == 6  # three assistant turns, two opening tokens each
+    w = torch.tensor(weights)
+    torch.testing.assert_close(weighted, (w * torch.stack(terms)).sum() / w.sum(), rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(weighted, plain)
