@@ -38,6 +38,8 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("build-refusal-data",): ("model.safety.refusal_data", "write refusal conversations for training"),
     ("eval", "safety"): ("model.safety.eval_text", "precision/recall/F1 of the moderation head"),
     ("eval", "t2v"): ("model.t2v.eval", "render held-out captions with a t2v pipeline, judge them two ways"),
+    ("eval", "refusal-margin"): ("model.eval.refusal_margin",
+                                 "how sure a checkpoint is of refusing or answering each held-out prompt"),
     ("eval",): ("model.eval.shapes", "evaluate a checkpoint on held-out shapes videos"),
 }
 
