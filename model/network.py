@@ -56,8 +56,7 @@ def opening_token_weights(labelled: torch.Tensor, first: int, weight: float) -> 
     before = torch.where(starts, count - 1, torch.zeros_like(count)).cummax(dim=1).values  # (B, L)
     position = count - 1 - before  # (B, L): index inside the current run
     opening = labelled & (position < first)  # (B, L)
-    return torch.where(opening, torch.full_like(count, weight, dtype=torch.float),
-                       torch.ones_like(count, dtype=torch.float))
+    return 1.0 + (weight - 1.0) * opening.float()
 
 
 class GPT4VideoModel(nn.Module):

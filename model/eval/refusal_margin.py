@@ -14,6 +14,7 @@ One forward pass a prompt, no sampling.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 from collections.abc import Sequence
@@ -120,10 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     model = load_checkpoint(args.checkpoint)
     model.eval()
     groups = held_out_prompts(args.limit)
-    if args.base:
-        with model.llm.disable_adapter():
-            report = refusal_margins(model, groups, progress=not args.no_progress)
-    else:
+    with model.llm.disable_adapter() if args.base else contextlib.nullcontext():
         report = refusal_margins(model, groups, progress=not args.no_progress)
     report["checkpoint"], report["adapter"] = str(args.checkpoint), not args.base
     if args.json:
