@@ -53,6 +53,7 @@ class Scored:
     metric: str
     check: Callable[[GenerationResult], bool]
     objects: int = 0  # objects in the asked-about video (0: no video, a generation request)
+    family: str = ""  # the paraphrase family the wording came from
 
 
 @dataclass
@@ -66,6 +67,8 @@ class EvalReport:
     # metric -> objects in the video ("1" / "2") -> [correct, asked]: two-object videos
     # need colour and shape bound to the right object, the usual failure of small models.
     by_objects: dict[str, dict[str, list[int]]] = field(default_factory=dict)
+    # metric -> paraphrase family -> [correct, asked]: which wordings a miss comes from.
+    by_family: dict[str, dict[str, list[int]]] = field(default_factory=dict)
 
     def accuracy(self, metric: str) -> float:
         n = self.counts.get(metric, 0)
@@ -96,17 +99,19 @@ def build_requests(records: Sequence[ShapesRecord], root: Path, seed: int, max_n
         for attribute in ATTRIBUTES:
             q: AttributeQuestion = attribute_question(record, attribute, rng, wording)
             scored.append(Scored(_ask(f"{record.id}/{attribute}", q.question, record.id, path, max_new),
-                                 attribute, lambda r, q=q: answer_is_correct(r.raw_text, q), len(record.objects)))
+                                 attribute, lambda r, q=q: answer_is_correct(r.raw_text, q), len(record.objects),
+                                 q.family))
         truth = triples_of(record)
-        prompt = describe_question(rng, wording)[1]
+        family, prompt = describe_question(rng, wording)
         scored.append(Scored(_ask(f"{record.id}/caption", prompt, record.id, path, max_new),
                              "caption", lambda r, truth=truth: parse_caption(r.raw_text) == truth,
-                             len(record.objects)))
+                             len(record.objects), family))
         objects = sample_objects(rng, world, world.min_frames)
         wanted = parse_caption(caption_for(objects))
-        request = video_request(objects, rng, wording)[1]
+        family, request = video_request(objects, rng, wording)
         scored.append(Scored(_ask(f"{record.id}/generation", request, None, None, max_new), "generation",
-                             lambda r, wanted=wanted: any(parse_caption(c) == wanted for c in r.captions)))
+                             lambda r, wanted=wanted: any(parse_caption(c) == wanted for c in r.captions),
+                             family=family))
     return scored
 
 
@@ -121,8 +126,10 @@ def run_eval(engine: Engine, scored: Sequence[Scored], batch: int = 32, progress
             ok = result.finish_reason in ("stop", "length") and s.check(result)
             report.counts[s.metric] = report.counts.get(s.metric, 0) + 1
             report.correct[s.metric] = report.correct.get(s.metric, 0) + int(ok)
+            tallies = [report.by_family.setdefault(s.metric, {}).setdefault(s.family or "-", [0, 0])]
             if s.objects:
-                tally = report.by_objects.setdefault(s.metric, {}).setdefault(str(s.objects), [0, 0])
+                tallies.append(report.by_objects.setdefault(s.metric, {}).setdefault(str(s.objects), [0, 0]))
+            for tally in tallies:
                 tally[0] += int(ok)
                 tally[1] += 1
             if s.metric != "generation":
@@ -145,6 +152,12 @@ def format_table(report: EvalReport) -> str:
             lines.append(f"{metric:<14}{report.counts[metric]:>6}{report.accuracy(metric):>10.3f}{cells}")
     rate = report.spurious_tags / max(1, report.understanding_requests)
     lines.append(f"{'spurious_tags':<14}{report.understanding_requests:>6}{rate:>10.3f}")
+    lines.append("by paraphrase family: accuracy (asked)")
+    for metric in METRICS:
+        families = report.by_family.get(metric, {})
+        if families:
+            cells = ", ".join(f"{name} {c / n:.3f} ({n})" for name, (c, n) in sorted(families.items()))
+            lines.append(f"  {metric:<12}{cells}")
     return "\n".join(lines)
 
 

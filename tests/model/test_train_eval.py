@@ -7,10 +7,18 @@ from pathlib import Path
 
 import pytest
 
+from model.data.phrasings import phrasings
 from model.data.questions import AttributeQuestion, ObjectTriple, answer_is_correct, parse_caption
 from model.data.shapes import WorldConfig, generate_split, read_records
 from model.eval import shapes as shapes_eval
 from model.tags import parse_reply
+
+
+def held_out_families() -> set[str]:
+    """Every held-out paraphrase family's name, questions and requests."""
+    p = phrasings()
+    groups = [*(g for by_count in p.questions.values() for g in by_count.values()), *p.requests.values()]
+    return {f.family for group in groups for f in group if f.split == "test"}
 
 
 def test_an_answer_must_name_only_the_expected_value() -> None:
@@ -88,5 +96,13 @@ def test_eval_runs_through_the_hf_engine(tiny_checkpoint_dir: Path, test_split: 
         assert sum(asked for _, asked in split.values()) == 2
         assert sum(correct for correct, _ in split.values()) == report["correct"][metric]
     assert "generation" not in report["by_objects"]
+    # The per-family split adds up too, and held-out wording asks only held-out families.
+    held_out = held_out_families()
+    for metric in shapes_eval.METRICS:
+        families = report["by_family"][metric]
+        assert set(families) <= held_out
+        assert sum(asked for _, asked in families.values()) == 2
+        assert sum(correct for correct, _ in families.values()) == report["correct"][metric]
+    assert "by paraphrase family" in table
     # An untrained model does not get everything right; the examples show its replies.
     assert report["examples"] and all("reply" in e for e in report["examples"])
