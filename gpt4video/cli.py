@@ -40,6 +40,8 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("eval", "t2v"): ("model.t2v.eval", "render held-out captions with a t2v pipeline, judge them two ways"),
     ("eval", "refusal-margin"): ("model.eval.refusal_margin",
                                  "how sure a checkpoint is of refusing or answering each held-out prompt"),
+    ("eval", "refusal-probe"): ("model.eval.refusal_probe",
+                                "how far a linear read-out of the decision state separates harmful from everyday"),
     ("eval",): ("model.eval.shapes", "evaluate a checkpoint on held-out shapes videos"),
 }
 
