@@ -32,7 +32,7 @@ UNSURE = (0.05, 0.95)  # neither side is more than 95% likely
 
 
 def refusal_opening() -> str:
-    """The words every category's refusal message opens with ("I'm sorry, but I can't ...")."""
+    """The words every category's refusal message opens with ("Sorry, I can't help ...")."""
     from model.safety.categories import CATEGORY_IDS
     from model.safety.policy import refusal_message
 

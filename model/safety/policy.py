@@ -58,11 +58,19 @@ def screen_frames(checker: FrameChecker, frames: np.ndarray, source: str = "fram
     return verdict
 
 
+# The refusal's first word. The model's refusal dialogues teach this message, so whether a
+# reply refuses is decided on its first token: "Sorry" is one token of SmolLM2's (and
+# LLaMA's) vocabulary, and the base opens its own answers with it almost never. The older
+# "I'm sorry, but I can't ..." shared "I" and "'m sorry" with many ordinary answers ("I'm
+# sorry to hear that"), which spread the decision over five tokens.
+REFUSAL_OPENING = "Sorry, I can't help with this request"
+
+
 def refusal_message(category: str) -> str:
     """A polite refusal naming the category in plain words, with what the user can do."""
     cat = get_category(category)
     return (
-        f"I'm sorry, but I can't help with this request because it involves {cat.plain_name}. "
+        f"{REFUSAL_OPENING} because it involves {cat.plain_name}. "
         f"{_SUGGESTIONS[cat.id]}"
     )
 
