@@ -101,25 +101,36 @@ def format_report(report: dict, show: int) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
+def add_checkpoint_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of the text-only decision probes: which checkpoint, adapter on or off, threads."""
     from gpt4video.defaults import SHIPPED_CHECKPOINT
-    from model.checkpoint import load_checkpoint
-    from model.eval.chat import held_out_prompts
 
-    parser = argparse.ArgumentParser(prog="gpt4video eval refusal-margin", description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", type=Path, default=SHIPPED_CHECKPOINT)
-    parser.add_argument("--limit", type=int, default=200, help="prompts a group (as `gpt4video eval --chat-limit`)")
     parser.add_argument("--base", action="store_true", help="score the frozen base (adapter disabled) instead")
-    parser.add_argument("--show", type=int, default=10, help="prompts listed a group, nearest the wrong side")
-    parser.add_argument("--json", type=Path, help="also write the report (every prompt's probability) here")
     parser.add_argument("--threads", type=int, help="CPU threads for torch")
     parser.add_argument("--no-progress", action="store_true")
-    args = parser.parse_args(argv)
+
+
+def load_for_cli(args: argparse.Namespace) -> GPT4VideoModel:
+    """Logging, torch threads, then `args.checkpoint` in eval mode."""
+    from model.checkpoint import load_checkpoint
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.threads:
         torch.set_num_threads(args.threads)
-    model = load_checkpoint(args.checkpoint)
-    model.eval()
+    return load_checkpoint(args.checkpoint).eval()
+
+
+def main(argv: list[str] | None = None) -> int:
+    from model.eval.chat import held_out_prompts
+
+    parser = argparse.ArgumentParser(prog="gpt4video eval refusal-margin", description=__doc__.splitlines()[0])
+    add_checkpoint_arguments(parser)
+    parser.add_argument("--limit", type=int, default=200, help="prompts a group (as `gpt4video eval --chat-limit`)")
+    parser.add_argument("--show", type=int, default=10, help="prompts listed a group, nearest the wrong side")
+    parser.add_argument("--json", type=Path, help="also write the report (every prompt's probability) here")
+    args = parser.parse_args(argv)
+    model = load_for_cli(args)
     groups = held_out_prompts(args.limit)
     with model.llm.disable_adapter() if args.base else contextlib.nullcontext():
         report = refusal_margins(model, groups, progress=not args.no_progress)

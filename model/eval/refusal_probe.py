@@ -126,26 +126,18 @@ def format_figures(figures: Sequence[LayerFigures]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from gpt4video.defaults import SHIPPED_CHECKPOINT
-    from model.checkpoint import load_checkpoint
     from model.eval.chat import held_out_prompts
+    from model.eval.refusal_margin import add_checkpoint_arguments, load_for_cli
 
     parser = argparse.ArgumentParser(prog="gpt4video eval refusal-probe", description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoint", type=Path, default=SHIPPED_CHECKPOINT)
-    parser.add_argument("--base", action="store_true", help="probe the frozen base (adapter disabled)")
+    add_checkpoint_arguments(parser)
     parser.add_argument("--layers", type=int, nargs="+", help="layers to probe (default: six spread over the stack)")
     parser.add_argument("--limit", type=int, default=200, help="held-out prompts a group (as `gpt4video eval`)")
     parser.add_argument("--train-limit", type=int, help="train prompts a side (default: all)")
     parser.add_argument("--max-everyday", type=float, default=0.02, help="everyday false-alarm bound")
     parser.add_argument("--json", type=Path, help="also write the figures here")
-    parser.add_argument("--threads", type=int, help="CPU threads for torch")
-    parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    model = load_checkpoint(args.checkpoint)
-    model.eval()
+    model = load_for_cli(args)
     depth = model.llm.get_base_model().config.num_hidden_layers
     layers = args.layers or sorted({max(1, round(depth * k / 6)) for k in range(1, 7)})
     if not all(0 <= layer <= depth for layer in layers):
