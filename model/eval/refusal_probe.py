@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -30,8 +29,6 @@ from tqdm import tqdm
 
 from model.engine.base import Turn
 from model.network import GPT4VideoModel
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)

@@ -59,10 +59,10 @@ def screen_frames(checker: FrameChecker, frames: np.ndarray, source: str = "fram
 
 
 # The refusal's first word. The model's refusal dialogues teach this message, so whether a
-# reply refuses is decided on its first token: "Sorry" is one token of SmolLM2's (and
-# LLaMA's) vocabulary, and the base opens its own answers with it almost never. The older
-# "I'm sorry, but I can't ..." shared "I" and "'m sorry" with many ordinary answers ("I'm
-# sorry to hear that"), which spread the decision over five tokens.
+# reply refuses is decided on its first token: "Sorry" is one token of SmolLM2's vocabulary,
+# and none of the base's 1188 self-distilled chat answers opens with it. The older "I'm
+# sorry, but I can't ..." shared "I'm sorry" with 48 of them ("I'm sorry to hear that"),
+# which spread the decision over five tokens.
 REFUSAL_OPENING = "Sorry, I can't help with this request"
 
 
