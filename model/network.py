@@ -59,6 +59,15 @@ def opening_token_weights(labelled: torch.Tensor, first: int, weight: float) -> 
     return 1.0 + (weight - 1.0) * opening.float()
 
 
+def labelled_run_ids(labelled: torch.Tensor) -> torch.Tensor:
+    """`(B, L)` bool -> `(B, L)` long: the index of the run of labelled positions (an assistant
+    turn) each position is in, counted over the whole batch in row order; -1 off the runs."""
+    previous = nn.functional.pad(labelled[:, :-1], (1, 0), value=False)  # (B, L)
+    starts = labelled & ~previous  # (B, L): first position of each run
+    ids = (starts.flatten().long().cumsum(0) - 1).view_as(labelled)  # (B, L)
+    return torch.where(labelled, ids, torch.full_like(ids, -1))
+
+
 class GPT4VideoModel(nn.Module):
     def __init__(
         self,
@@ -179,7 +188,8 @@ class GPT4VideoModel(nn.Module):
         return Batch(embeds, mask, position_ids, labels)
 
     # -- 4. training forward ------------------------------------------------------------
-    def loss(self, batch: Batch, opening_tokens: int = 0, opening_weight: float = 1.0) -> torch.Tensor:
+    def loss(self, batch: Batch, opening_tokens: int = 0, opening_weight: float = 1.0,
+             per_turn: bool = False) -> torch.Tensor:
         """Mean next-token loss over assistant text tokens only.
 
         The LM head runs only where a label follows: with a 49k vocabulary it would
@@ -188,6 +198,10 @@ class GPT4VideoModel(nn.Module):
         `opening_weight` times (a weighted mean): whether a turn refuses, answers or
         writes a video tag is decided there, and in a plain mean those few tokens are
         outweighed by the long, easy rest of every reply.
+        With `per_turn` every assistant turn counts the same, whatever its length: the
+        (weighted) mean of each turn's tokens, then the mean over turns. In a token mean a
+        60-token chat answer outweighs a 6-token answer about a video ("It moves to the
+        left.") ten times over.
         """
         causal_lm = self.llm.get_base_model()  # LoRA layers are injected in place: still applied
         hidden = causal_lm.model(
@@ -200,10 +214,17 @@ class GPT4VideoModel(nn.Module):
         where = targets != IGNORE_INDEX  # (B, L-1)
         logits = causal_lm.lm_head(hidden[:, :-1][where]).float()  # (N, V)
         per_token = nn.functional.cross_entropy(logits, targets[where], reduction="none")  # (N,)
-        if opening_tokens <= 0 or opening_weight == 1.0:
+        weighted = opening_tokens > 0 and opening_weight != 1.0
+        if not weighted and not per_turn:
             return per_token.mean()
-        weights = opening_token_weights(where, opening_tokens, opening_weight)[where]  # (N,)
-        return (weights * per_token).sum() / weights.sum()
+        weights = (opening_token_weights(where, opening_tokens, opening_weight)[where] if weighted
+                   else torch.ones_like(per_token))  # (N,)
+        if not per_turn:
+            return (weights * per_token).sum() / weights.sum()
+        turn = labelled_run_ids(where)[where]  # (N,) which assistant turn each token belongs to
+        turns = int(turn.max()) + 1
+        turn_weight = torch.zeros(turns, dtype=weights.dtype, device=weights.device).index_add_(0, turn, weights)
+        return (weights / turn_weight[turn] * per_token).sum() / turns
 
     def set_training_mode(
         self, train_abstractor: bool = True, train_lora: bool = True, train_vision: bool = False

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from model.data.base_answers import BASE_ANSWERS_DIR, BaseAnswer, BaseAnswerStore, answers_key
 from model.data.everyday import EVERYDAY_PATH, everyday_rows
 from model.data.instructions import write_jsonl
 from model.data.schema import Conversation, Message
@@ -89,36 +90,68 @@ def trim_to_sentence(text: str, min_chars: int = 20) -> str | None:
     return trimmed if len(trimmed) >= min_chars else None
 
 
-def distill(model: GPT4VideoModel, prompts: Sequence[ChatPrompt], max_new_tokens: int, batch: int,
-            progress: bool = True) -> tuple[list[Conversation], dict[str, int]]:
-    """Base-model answers for `prompts` as conversations; counts of what was kept and dropped."""
+def _answer(model: GPT4VideoModel, prompts: Sequence[str], max_new_tokens: int, batch: int,
+            store: BaseAnswerStore | None, progress: bool) -> list[BaseAnswer]:
+    """The base's greedy answer to each prompt: from `store` where it has one, else generated (and stored)."""
     from model.engine.hf_engine import HFEngine
 
+    known = {p: a for p in prompts if store is not None and (a := store.get(p)) is not None}
+    missing = list(dict.fromkeys(p for p in prompts if p not in known))
+    if known:
+        log.info("%d of %d prompts answered from %s", len(set(known)), len(set(prompts)), store and store.path)
     engine = HFEngine(model)
     sampling = SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0, seed=0)
+    with model.llm.disable_adapter():
+        for start in tqdm(range(0, len(missing), batch), desc="base answers", disable=not progress):
+            chunk = missing[start:start + batch]
+            requests = [GenerationRequest(f"chat-{start + i}", (Turn("user", p),), sampling)
+                        for i, p in enumerate(chunk)]
+            fresh = {p: BaseAnswer(r.raw_text, r.finish_reason)
+                     for p, r in zip(chunk, engine.generate(requests), strict=True)}
+            if store is not None:
+                store.add(fresh)
+            known.update(fresh)
+    return [known[p] for p in prompts]
+
+
+def distill(model: GPT4VideoModel, prompts: Sequence[ChatPrompt], max_new_tokens: int, batch: int,
+            progress: bool = True, store: BaseAnswerStore | None = None) -> tuple[list[Conversation], dict[str, int]]:
+    """Base-model answers for `prompts` as conversations; counts of what was kept and dropped."""
+    answers = _answer(model, [p.text for p in prompts], max_new_tokens, batch, store, progress)
     conversations: list[Conversation] = []
     counts = {"kept": 0, "trimmed": 0, "dropped_tag": 0, "dropped_short": 0}
-    with model.llm.disable_adapter():
-        for start in tqdm(range(0, len(prompts), batch), desc="base answers", disable=not progress):
-            chunk = prompts[start:start + batch]
-            requests = [GenerationRequest(f"chat-{start + i}", (Turn("user", p.text),), sampling)
-                        for i, p in enumerate(chunk)]
-            for prompt, result in zip(chunk, engine.generate(requests), strict=True):
-                if result.captions or "<video" in result.raw_text:
-                    counts["dropped_tag"] += 1
-                    continue
-                answer: str | None = result.raw_text.strip()
-                if result.finish_reason == "length":
-                    answer = trim_to_sentence(answer or "")
-                    counts["trimmed"] += answer is not None
-                if not answer:
-                    counts["dropped_short"] += 1
-                    continue
-                counts["kept"] += 1
-                conversations.append(Conversation(
-                    id=f"chat-{len(conversations):06d}", source="chat",
-                    messages=[Message(role="user", content=prompt.text), Message(role="assistant", content=answer)]))
+    for prompt, result in zip(prompts, answers, strict=True):
+        if "<video" in result.text:
+            counts["dropped_tag"] += 1
+            continue
+        answer: str | None = result.text.strip()
+        if result.finish_reason == "length":
+            answer = trim_to_sentence(answer or "")
+            counts["trimmed"] += answer is not None
+        if not answer:
+            counts["dropped_short"] += 1
+            continue
+        counts["kept"] += 1
+        conversations.append(Conversation(
+            id=f"chat-{len(conversations):06d}", source="chat",
+            messages=[Message(role="user", content=prompt.text), Message(role="assistant", content=answer)]))
     return conversations, counts
+
+
+def answer_store(checkpoint: Path, model: GPT4VideoModel, max_new_tokens: int,
+                 directory: Path) -> BaseAnswerStore | None:
+    """The store for this checkpoint's base and system prompt; None for a base given as a directory only."""
+    from model.bases import base_spec
+    from model.checkpoint import read_config
+
+    llm = read_config(checkpoint).llm
+    if llm.base is None:
+        log.info("the checkpoint's base LLM is a directory, not a registry base with a sha256: "
+                 "its answers are not stored")
+        return None
+    sha256 = llm.base_sha256 or base_spec(llm.base).gguf_sha256  # what resolve_base loads
+    key = answers_key(llm.base, sha256, model.prompt.system, max_new_tokens)
+    return BaseAnswerStore(directory / f"{key}.jsonl")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -134,6 +167,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="which prompts are wrapped, and how")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--threads", type=int, help="CPU threads for torch")
+    parser.add_argument("--answers-dir", type=Path, default=BASE_ANSWERS_DIR,
+                        help="where the base's answers are kept between runs (model.data.base_answers)")
+    parser.add_argument("--no-stored-answers", action="store_true", help="generate every answer afresh")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     if args.threads:
@@ -145,7 +181,9 @@ def main(argv: list[str] | None = None) -> int:
     everyday = with_request_wrappers(everyday_prompts(args.split), args.wrapped_share, args.seed)
     prompts = [*everyday, *safety_requests(args.split)][: args.limit]
     model = load_checkpoint(args.checkpoint)
-    conversations, counts = distill(model, prompts, args.max_new_tokens, args.batch, not args.no_progress)
+    store = None if args.no_stored_answers else answer_store(args.checkpoint, model, args.max_new_tokens,
+                                                              args.answers_dir)
+    conversations, counts = distill(model, prompts, args.max_new_tokens, args.batch, not args.no_progress, store)
     write_jsonl(iter(conversations), args.out)
     print(f"{len(conversations)} chat dialogues from {len(prompts)} prompts -> {args.out} "
           + ", ".join(f"{k}={v}" for k, v in counts.items()))

@@ -39,6 +39,10 @@ def add_loop_arguments(parser: argparse.ArgumentParser, steps: int, batch: int, 
                         help="weight the first N tokens of each assistant turn (where it refuses, answers or "
                              "tags a video) by --opening-weight in the training loss (0: a plain mean)")
     parser.add_argument("--opening-weight", type=float, default=1.0)
+    parser.add_argument("--loss-per-turn", action="store_true",
+                        help="every assistant turn counts the same in the training loss (the mean of its "
+                             "tokens), instead of every token: short answers about a video are not "
+                             "outweighed by long chat answers")
 
 
 def loop_config(args: argparse.Namespace) -> TrainConfig:
@@ -78,13 +82,15 @@ def run_dialogue_stage(
     def save(module: DialogueLoss, step: int) -> None:
         save_with_info(module.model, out, stage, {"step": step})
 
-    module = DialogueLoss(model, features, args.vision_lr, args.opening_tokens, args.opening_weight)
+    module = DialogueLoss(model, features, args.vision_lr, args.opening_tokens, args.opening_weight,
+                          args.loss_per_turn)
     result = train_loop(loop_config(args), module, train, val, save,
                         state_dir=out.parent / f"{out.name}.train-state", resume=args.resume,
                         desc=f"{stage} {'+'.join(model.trainable_parts())}")
     report = {"steps": result.steps, "first_loss": result.first_loss, "last_loss": result.last_loss,
               "val_loss": result.val_losses[-1][1], **report_extra, "train_vision": args.train_vision,
               "opening_tokens": args.opening_tokens, "opening_weight": args.opening_weight,
+              "loss_per_turn": args.loss_per_turn,
               "train_wall_s": round(result.wall_s, 1), "wall_s": round(time.perf_counter() - started, 1)}
     save_with_info(model, out, stage, report)
     write_log(out / "training_log.jsonl", {"stage": stage, **report})

@@ -29,7 +29,7 @@ class DialogueLoss(nn.Module):
     """
 
     def __init__(self, model: GPT4VideoModel, features: FeatureStore, vision_lr: float | None = None,
-                 opening_tokens: int = 0, opening_weight: float = 1.0) -> None:
+                 opening_tokens: int = 0, opening_weight: float = 1.0, per_turn: bool = False) -> None:
         super().__init__()
         self.model = model
         self.features = features
@@ -37,6 +37,7 @@ class DialogueLoss(nn.Module):
         # While training only: validation losses stay the plain mean, comparable across runs.
         self.opening_tokens = opening_tokens
         self.opening_weight = opening_weight
+        self.per_turn = per_turn
 
     def param_groups(self, lr: float) -> list[dict]:
         """Optimizer groups: the vision tower (if trainable) at its own learning rate."""
@@ -65,7 +66,7 @@ class DialogueLoss(nn.Module):
                      for it in items]
         batch = self.model.collate(sequences)
         if self.training:
-            return self.model.loss(batch, self.opening_tokens, self.opening_weight)
+            return self.model.loss(batch, self.opening_tokens, self.opening_weight, self.per_turn)
         return self.model.loss(batch)
 
 

@@ -83,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stage2-opening-tokens", type=int, default=0,
                         help="stage 2 weights the first N tokens of each assistant turn (0: a plain mean)")
     parser.add_argument("--stage2-opening-weight", type=float, default=1.0)
+    parser.add_argument("--stage2-loss-per-turn", action="store_true",
+                        help="stage 2's loss: every assistant turn counts the same (train stage2 --loss-per-turn)")
     parser.add_argument("--chat-repeat", type=int, default=1,
                         help="times the chat dialogues appear in stage 2's data (their sampling weight)")
     parser.add_argument("--batch-size", type=int, default=8)
@@ -158,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         *extra_files, "--val-instructions", str(work / "instructions-val.jsonl"), "--out", str(work / "stage2"),
         "--train-abstractor", "--steps", steps(args.stage2_steps), "--lr", str(args.stage2_lr),
         "--opening-tokens", str(args.stage2_opening_tokens), "--opening-weight", str(args.stage2_opening_weight),
-        *loop], timings)
+        *(["--loss-per-turn"] if args.stage2_loss_per_turn else []), *loop], timings)
 
     if args.out.exists():
         shutil.rmtree(args.out)

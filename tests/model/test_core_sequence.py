@@ -7,7 +7,14 @@ import pytest
 import torch
 
 from model.engine.base import Turn
-from model.network import IGNORE_INDEX, VIDEO_TOKEN, GPT4VideoModel, MissingVideoFeatures, opening_token_weights
+from model.network import (
+    IGNORE_INDEX,
+    VIDEO_TOKEN,
+    GPT4VideoModel,
+    MissingVideoFeatures,
+    labelled_run_ids,
+    opening_token_weights,
+)
 
 
 def video_features(model: GPT4VideoModel, names: list[str]) -> dict[str, torch.Tensor]:
@@ -281,3 +288,48 @@ def test_opening_weight_is_a_weighted_mean_over_each_turns_first_tokens(tiny_mod
     w = torch.tensor(weights)
     torch.testing.assert_close(weighted, (w * torch.stack(terms)).sum() / w.sum(), rtol=1e-4, atol=1e-5)
     assert not torch.allclose(weighted, plain)
+
+
+def test_labelled_run_ids_number_each_turn_across_the_batch() -> None:
+    labelled = torch.tensor([[False, True, True, False, True, False],
+                             [True, True, False, False, True, True]])
+    assert labelled_run_ids(labelled).tolist() == [[-1, 0, 0, -1, 1, -1],
+                                                   [2, 2, -1, -1, 3, 3]]
+
+
+def test_loss_per_turn_is_the_mean_over_turns_of_each_turns_weighted_mean(tiny_model) -> None:
+    feats = video_features(tiny_model, ["v"])
+    with torch.no_grad():
+        conversations = [
+            [Turn("user", "What shape?", ("v",)), Turn("assistant", "a square."),
+             Turn("user", "Tell me a long story, please."),
+             Turn("assistant", "Once upon a time there was a small red square that moved to the left all day.")],
+            [Turn("user", "hi"), Turn("assistant", "Hello!")],
+        ]
+        seqs = [tiny_model.build_sequence(turns, feats, add_generation_prompt=False) for turns in conversations]
+        batch = GPT4VideoModel.collate(seqs, padding_side="right")
+        per_turn = tiny_model.loss(batch, per_turn=True)
+        per_turn_weighted = tiny_model.loss(batch, opening_tokens=1, opening_weight=3.0, per_turn=True)
+        token_mean = tiny_model.loss(batch)
+        # By hand: group the predicted tokens by assistant turn.
+        turns: list[list[tuple[torch.Tensor, float]]] = []
+        for seq in seqs:
+            logits = tiny_model.llm(inputs_embeds=seq.inputs_embeds[None]).logits[0]  # (L, V)
+            previous = IGNORE_INDEX
+            for j, target in enumerate(seq.labels.tolist()):
+                if target != IGNORE_INDEX:
+                    if previous == IGNORE_INDEX:
+                        turns.append([])
+                    term = torch.nn.functional.cross_entropy(logits[j - 1], torch.tensor(target))
+                    turns[-1].append((term, 3.0 if previous == IGNORE_INDEX else 1.0))
+                previous = target
+    assert len(turns) == 3 and len(turns[1]) > 3 * len(turns[0])  # the long answer has many more tokens
+
+    def mean_of_turns(weighted: bool) -> torch.Tensor:
+        means = [sum(t * (w if weighted else 1.0) for t, w in turn) / sum(w if weighted else 1.0 for _, w in turn)
+                 for turn in turns]
+        return torch.stack(means).mean()
+
+    torch.testing.assert_close(per_turn, mean_of_turns(False), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(per_turn_weighted, mean_of_turns(True), rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(per_turn, token_mean)

@@ -65,13 +65,15 @@ def test_recipe_runs_every_step_on_the_frozen_base(tmp_path: Path) -> None:
         "--work", str(tmp_path / "work2"), "--out", str(again), "--continue-from", str(out),
         "--train-videos", "48", "--val-videos", "4", "--test-videos", "3", "--scale", "0.004",
         "--multi-video-groups", "2", "--binding-per-video", "1", "--chat-prompts", "3", "--chat-repeat", "2",
-        "--eval-chat-limit", "3", "--stage2-opening-tokens", "3", "--stage2-opening-weight", "4", "--no-progress",
+        "--eval-chat-limit", "3", "--stage2-opening-tokens", "3", "--stage2-opening-weight", "4",
+        "--stage2-loss-per-turn", "--no-progress",
     ]) == 0
     report = json.loads((again / "recipe.json").read_text())
     assert {"data chat", "train stage2", "eval"} <= set(report["timings_s"])
     assert not {"train stage0 vision", "train init", "train stage1"} & set(report["timings_s"])
     log = [json.loads(line) for line in (again / "training_log.jsonl").read_text().splitlines()]
     assert [r["stage"] for r in log] == ["stage0", "stage1", "stage2", "stage2"]
-    assert (log[-1]["opening_tokens"], log[-1]["opening_weight"]) == (3, 4.0)  # the stage-2 loss it trained with
+    # The stage-2 loss it trained with.
+    assert (log[-1]["opening_tokens"], log[-1]["opening_weight"], log[-1]["loss_per_turn"]) == (3, 4.0, True)
     continued = load_file(str(again / "lora" / "adapter_model.safetensors"))
     assert any(not torch.equal(continued[k], lora[k]) for k in lora)
