@@ -12,9 +12,11 @@ read against what the base already does.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from tqdm import tqdm
 
@@ -62,19 +64,40 @@ def text_metrics(results: Sequence[GenerationResult]) -> TextMetrics:
                        sum(bool(r.captions) for r in results) / n)
 
 
-def held_out_prompts(limit: int = 200) -> dict[str, list[str]]:
+def read_prompt_file(path: Path) -> list[str]:
+    """The `text` of each row of a JSONL file of prompts (as `everyday_prompts.jsonl`)."""
+    prompts = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            text = json.loads(line)["text"]
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise ValueError(f"{path}:{number}: expected a JSON object with a \"text\" string ({exc})") from exc
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError(f"{path}:{number}: \"text\" must be a non-empty string")
+        prompts.append(text)
+    return prompts
+
+
+def held_out_prompts(limit: int = 200, everyday_file: Path | None = None) -> dict[str, list[str]]:
+    """The held-out everyday and harmful prompts; `everyday_file` (JSONL, `text` a row) replaces the everyday ones."""
     from model.data.chat import everyday_prompts, safety_requests
     from model.safety.data import load_prompts
 
-    everyday = [p.text for p in everyday_prompts("test")] + [p.text for p in safety_requests("test")]
+    if everyday_file is not None:
+        everyday = read_prompt_file(everyday_file)
+    else:
+        everyday = [p.text for p in everyday_prompts("test")] + [p.text for p in safety_requests("test")]
     harmful = [p.text for p in load_prompts(split="test") if p.kind == "harmful"]
     return {"everyday": everyday[:limit], "harmful": harmful[:limit]}
 
 
 def chat_metrics(engine: Engine, model: GPT4VideoModel, batch: int = 32, limit: int = 200, max_new: int = 40,
-                 progress: bool = True, with_base: bool = True) -> dict[str, dict[str, dict]]:
+                 progress: bool = True, with_base: bool = True,
+                 everyday_file: Path | None = None) -> dict[str, dict[str, dict]]:
     """{"model" | "base": {"everyday" | "harmful": TextMetrics}}; `model` is the engine's GPT4VideoModel."""
-    groups = held_out_prompts(limit)
+    groups = held_out_prompts(limit, everyday_file)
     out: dict[str, dict[str, dict]] = {"model": {}}
     for name, prompts in groups.items():
         out["model"][name] = text_metrics(answer_all(engine, prompts, max_new, batch, name, progress)).as_dict()

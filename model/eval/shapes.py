@@ -166,13 +166,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT)
     parser.add_argument("--data", type=Path, help="shapes directory with <split>.jsonl; default: generate")
     parser.add_argument("--split", default="test", choices=("train", "val", "test"))
-    parser.add_argument("--limit", type=int, default=200, help="videos to evaluate")
+    parser.add_argument("--limit", type=int, default=200, help="videos to evaluate (0: text-only figures only)")
     parser.add_argument("--data-seed", type=int, default=0, help="world seed when generating the data")
     parser.add_argument("--seed", type=int, default=0, help="question sampling seed")
     parser.add_argument("--wording", nargs="+", default=["test", "train"], choices=("train", "test"),
                         help="paraphrase families to ask in: test (held out from training), train (seen)")
     parser.add_argument("--chat-limit", type=int, default=200,
                         help="held-out everyday and harmful prompts each (0: skip the text-only figures)")
+    parser.add_argument("--everyday-file", type=Path,
+                        help="JSONL of everyday prompts (a \"text\" a row) to measure instead of the held-out ones")
     parser.add_argument("--no-base", action="store_true", help="skip the base model's anchor figures")
     parser.add_argument("--multi-turn", type=int, default=50, help="three-turn conversations (0: skip)")
     parser.add_argument("--sampling", default="exact", choices=("exact", "keyframe"),
@@ -198,18 +200,18 @@ def main(argv: list[str] | None = None) -> int:
     sampling = SamplingOptions(args.sampling, args.keyframe_tolerance)
     with tempfile.TemporaryDirectory() as tmp:
         data = args.data
-        if data is None:
+        if data is None and args.limit > 0:
             data = Path(tmp)
             generate_split(data, args.split, args.limit, args.data_seed, WorldConfig(), progress=progress)
-        records = list(read_records(data / f"{args.split}.jsonl"))[: args.limit]
+        records = list(read_records(data / f"{args.split}.jsonl"))[: args.limit] if data and args.limit > 0 else []
         model = load_checkpoint(args.checkpoint)
         engine = HFEngine(model, sampling=sampling)
         reports = {wording: run_eval(engine, build_requests(records, data, args.seed, wording=wording),
-                                     args.batch, progress) for wording in args.wording}
+                                     args.batch, progress) for wording in args.wording} if records else {}
         chat = chat_metrics(engine, model, args.batch, args.chat_limit, progress=progress,
-                            with_base=not args.no_base) if args.chat_limit else {}
+                            with_base=not args.no_base, everyday_file=args.everyday_file) if args.chat_limit else {}
         multi = multi_turn_metrics(engine, records[: args.multi_turn], data, args.seed, args.batch) \
-            if args.multi_turn else {}
+            if args.multi_turn and records else {}
     print(f"checkpoint: {args.checkpoint}  videos: {len(records)} ({args.split})  sampling: {sampling.key()}")
     for wording, report in reports.items():
         label = "held-out wording (test families)" if wording == "test" else "seen wording (train families)"

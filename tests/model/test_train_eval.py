@@ -106,3 +106,24 @@ def test_eval_runs_through_the_hf_engine(tiny_checkpoint_dir: Path, test_split: 
     assert "by paraphrase family" in table
     # An untrained model does not get everything right; the examples show its replies.
     assert report["examples"] and all("reply" in e for e in report["examples"])
+
+
+def test_eval_measures_a_users_own_everyday_prompts_text_only(tiny_checkpoint_dir: Path, tmp_path: Path) -> None:
+    prompts = tmp_path / "mine.jsonl"
+    prompts.write_text('{"text": "how do I boil an egg", "topic": "cooking"}\n\n{"text": "hi there"}\n')
+    out = tmp_path / "report.json"
+    assert shapes_eval.main(["--checkpoint", str(tiny_checkpoint_dir), "--limit", "0", "--everyday-file", str(prompts),
+                             "--chat-limit", "5", "--no-base", "--json", str(out), "--no-progress"]) == 0
+    full = json.loads(out.read_text())
+    assert full["wording"] == {} and full["multi_turn"] == {}  # --limit 0: no videos made or asked about
+    assert full["chat"]["model"]["everyday"]["prompts"] == 2  # the file's two prompts, not the held-out set
+    assert full["chat"]["model"]["harmful"]["prompts"] == 5
+    assert "base" not in full["chat"]
+
+
+def test_a_malformed_prompt_file_names_its_line(tiny_checkpoint_dir: Path, tmp_path: Path) -> None:
+    prompts = tmp_path / "mine.jsonl"
+    prompts.write_text('{"text": "fine"}\n{"prompt": "wrong key"}\n')
+    with pytest.raises(ValueError, match=r"mine\.jsonl:2: expected a JSON object with a \"text\""):
+        shapes_eval.main(["--checkpoint", str(tiny_checkpoint_dir), "--limit", "0", "--everyday-file", str(prompts),
+                          "--no-base", "--no-progress"])
