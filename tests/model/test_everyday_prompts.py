@@ -183,3 +183,16 @@ def test_bad_lines_are_rejected(line):
 )
 def test_benign_prompts_pass(text):
     assert not problems(json.dumps({"text": text, "split": "train", "topic": "tech"}))
+
+
+BLIND_PATH = Path(__file__).resolve().parents[2] / "model" / "eval" / "everyday_blind.jsonl"
+
+
+def test_the_blind_everyday_set_is_clean_held_out_and_asks_for_no_video():
+    # Written by a session that saw none of the project's files (README: the blind everyday set):
+    # `gpt4video eval --everyday-file` reads it. Its topics are free-form; the rest holds as above.
+    rows = [json.loads(line) for line in BLIND_PATH.read_text(encoding="utf-8").splitlines() if line.strip()]
+    assert len(rows) >= 100
+    assert all(set(r) == {"text", "split", "topic"} and r["split"] == "test" and r["text"].strip() for r in rows)
+    assert not [r["text"] for r in rows if VIDEO_REQUEST.search(r["text"])]
+    assert len({" ".join(r["text"].lower().split()) for r in rows}) == len(rows)
