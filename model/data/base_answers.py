@@ -42,6 +42,7 @@ class BaseAnswerStore:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.writable = True
         self._answers: dict[str, BaseAnswer] = {}
         if path.is_file():
             for number, line in enumerate(path.read_text().splitlines(), 1):
@@ -65,8 +66,15 @@ class BaseAnswerStore:
         new = {p: a for p, a in answers.items() if p not in self._answers}
         if not new:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a") as f:
-            f.write("".join(json.dumps({"prompt": p, "text": a.text, "finish_reason": a.finish_reason},
-                                       ensure_ascii=False) + "\n" for p, a in new.items()))
         self._answers.update(new)
+        if not self.writable:
+            return
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self.path.open("a") as f:
+                f.write("".join(json.dumps({"prompt": p, "text": a.text, "finish_reason": a.finish_reason},
+                                           ensure_ascii=False) + "\n" for p, a in new.items()))
+        except OSError as exc:  # e.g. an installed, read-only package: the run goes on, unstored
+            self.writable = False
+            log.warning("cannot store the base's answers in %s (%s): they are kept for this run only; "
+                        "pass `data chat --answers-dir` a writable directory to keep them", self.path, exc)

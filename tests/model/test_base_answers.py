@@ -58,3 +58,13 @@ def test_distill_asks_the_base_only_what_the_store_lacks(tiny_model, tmp_path: P
     again, _ = distill(tiny_model, prompts, max_new_tokens=4, batch=2, progress=False,
                        store=BaseAnswerStore(store.path))
     assert [c.model_dump() for c in again] == [c.model_dump() for c in conversations]
+
+
+def test_a_store_that_cannot_be_written_keeps_answers_for_the_run(tmp_path: Path,
+                                                                   caplog: pytest.LogCaptureFixture) -> None:
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("a file where the answers directory should be")
+    store = BaseAnswerStore(blocker / "k.jsonl")
+    store.add({"hi": BaseAnswer("Hello! How can I help?", "stop")})
+    assert store.get("hi") == BaseAnswer("Hello! How can I help?", "stop")
+    assert "--answers-dir" in caplog.text and not store.writable
