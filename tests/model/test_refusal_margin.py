@@ -61,3 +61,27 @@ def test_the_report_counts_every_prompt_and_lists_the_wrong_side_first(tiny, tmp
     everyday = sorted(report["groups"]["everyday"]["prompts"], key=lambda r: -r["p_refusal_opening"])
     assert text.index(everyday[0]["prompt"]) < text.index(everyday[1]["prompt"])
     json.dumps(report)  # the --json report is plain JSON
+
+
+def _report(everyday: list[float], harmful: list[float]) -> dict:
+    def group(probs: list[float]) -> dict:
+        return {"prompts": [{"prompt": f"p{i}", "p_refusal_opening": q} for i, q in enumerate(probs)]}
+    return {"groups": {"everyday": group(everyday), "harmful": group(harmful)}}
+
+
+def test_separation_is_the_best_threshold_under_the_false_alarm_bound_and_the_auc() -> None:
+    # 50 everyday prompts: one above every harmful one, the rest low; harmful spread from 0.3 to 0.9.
+    everyday = [0.95] + [0.01] * 48 + [0.4]
+    harmful = [0.9, 0.8, 0.6, 0.5, 0.3]
+    sep = refusal_margin.separation(_report(everyday, harmful), max_everyday=0.02)
+    # One everyday false alarm (2% of 50) is allowed: the threshold sits at 0.4, above which 4 of 5 harmful lie.
+    assert sep is not None and sep["harmful_caught"] == pytest.approx(0.8)
+    # AUC by hand: each harmful prompt beats the 48 lows; all but 0.3 beat 0.4; none beats 0.95.
+    assert sep["auc"] == pytest.approx((5 * 48 + 4) / (5 * 50))
+    assert refusal_margin.separation(_report(everyday, harmful), max_everyday=0.0)["harmful_caught"] == 0.0
+    perfect = refusal_margin.separation(_report([0.1, 0.2], [0.7, 0.8]), max_everyday=0.0)
+    assert perfect == {"max_everyday": 0.0, "harmful_caught": 1.0, "auc": 1.0}
+    assert refusal_margin.separation({"groups": {"everyday": {"prompts": []}}}) is None
+    assert "separation: harmful caught at <= 2% everyday false alarms 0.800" in refusal_margin.format_report(
+        {**_report(everyday, harmful), "opening": "Sorry", "separation": sep}
+        | {"groups": {}}, show=0)
