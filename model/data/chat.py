@@ -8,6 +8,8 @@ set's benign and look-alike requests ("how do I kill a stuck process?"), each of
 `--split` only. Answers are generated greedily through `HFEngine` with the adapter
 disabled; an answer cut off by the token cap is trimmed to its last full sentence, and
 answers that carry a video tag are dropped (nobody asked for a video).
+The base's raw answers are kept between runs (`model.data.base_answers`), so a rerun
+asks it only the prompts it has not answered under the same base and system prompt.
 
 A share of the everyday prompts (`--wrapped-share`) is dressed in the moderation set's
 request wrappers ("hey, ...", "..., please", "ok so ..."). The harmful prompts the
