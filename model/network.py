@@ -46,13 +46,18 @@ class Batch:
     labels: torch.Tensor  # (B, L)
 
 
+def run_starts(labelled: torch.Tensor) -> torch.Tensor:
+    """`(B, L)` bool -> `(B, L)` bool: True at the first position of each run of labelled positions."""
+    previous = nn.functional.pad(labelled[:, :-1], (1, 0), value=False)  # (B, L)
+    return labelled & ~previous
+
+
 def opening_token_weights(labelled: torch.Tensor, first: int, weight: float) -> torch.Tensor:
     """`(B, L)` bool, True on labelled positions -> `(B, L)` float weights: `weight` on the
     first `first` positions of each run of labelled positions (an assistant turn's opening),
     1 elsewhere."""
     count = labelled.long().cumsum(dim=1)  # (B, L): labelled positions up to here
-    previous = nn.functional.pad(labelled[:, :-1], (1, 0), value=False)  # (B, L)
-    starts = labelled & ~previous  # (B, L): first position of each run
+    starts = run_starts(labelled)  # (B, L)
     before = torch.where(starts, count - 1, torch.zeros_like(count)).cummax(dim=1).values  # (B, L)
     position = count - 1 - before  # (B, L): index inside the current run
     opening = labelled & (position < first)  # (B, L)
@@ -62,8 +67,7 @@ def opening_token_weights(labelled: torch.Tensor, first: int, weight: float) -> 
 def labelled_run_ids(labelled: torch.Tensor) -> torch.Tensor:
     """`(B, L)` bool -> `(B, L)` long: the index of the run of labelled positions (an assistant
     turn) each position is in, counted over the whole batch in row order; -1 off the runs."""
-    previous = nn.functional.pad(labelled[:, :-1], (1, 0), value=False)  # (B, L)
-    starts = labelled & ~previous  # (B, L): first position of each run
+    starts = run_starts(labelled)  # (B, L)
     ids = (starts.flatten().long().cumsum(0) - 1).view_as(labelled)  # (B, L)
     return torch.where(labelled, ids, torch.full_like(ids, -1))
 

@@ -99,8 +99,10 @@ def _answer(model: GPT4VideoModel, prompts: Sequence[str], max_new_tokens: int, 
 
     known = {p: a for p in prompts if store is not None and (a := store.get(p)) is not None}
     missing = list(dict.fromkeys(p for p in prompts if p not in known))
-    if known:
-        log.info("%d of %d prompts answered from %s", len(set(known)), len(set(prompts)), store and store.path)
+    if store is not None:
+        log.info("%d of %d prompts answered from %s", len(known), len(set(prompts)), store.path)
+    if not missing:
+        return [known[p] for p in prompts]
     engine = HFEngine(model)
     sampling = SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0, seed=0)
     with model.llm.disable_adapter():

@@ -83,5 +83,4 @@ def test_separation_is_the_best_threshold_under_the_false_alarm_bound_and_the_au
     assert perfect == {"max_everyday": 0.0, "harmful_caught": 1.0, "auc": 1.0}
     assert refusal_margin.separation({"groups": {"everyday": {"prompts": []}}}) is None
     assert "separation: harmful caught at <= 2% everyday false alarms 0.800" in refusal_margin.format_report(
-        {**_report(everyday, harmful), "opening": "Sorry", "separation": sep}
-        | {"groups": {}}, show=0)
+        {"opening": "Sorry", "groups": {}, "separation": sep}, show=0)
