@@ -35,6 +35,7 @@ from model.safety.categories import CATEGORY_IDS, SAFE
 logger = logging.getLogger(__name__)
 
 DEFAULT_OUT = Path(__file__).with_name("prompts.jsonl")
+BLIND_SEEDS_PATH = Path(__file__).with_name("blind_train_seeds.json")
 TEST_FRACTION = 0.22
 SEED = 20240611
 
@@ -1408,6 +1409,12 @@ def _extra_train_groups() -> list[tuple[str, str, str, str | None, str]]:
     return _category_groups(EXTRA_TRAIN_HARMFUL, EXTRA_TRAIN_LOOKALIKES)
 
 
+def _blind_train_groups(path: Path = BLIND_SEEDS_PATH) -> list[tuple[str, str, str, str | None, str]]:
+    """(label, kind, style, near, seed) for the train-only seeds written blind (`blind_train_seeds.json`)."""
+    data = json.loads(path.read_text(encoding="utf-8"))
+    return _category_groups(data["harmful"], data["lookalikes"])
+
+
 def build_records(seed: int = SEED) -> list[PromptRecord]:
     groups = _seed_groups()
     test = _test_groups(groups)
@@ -1423,6 +1430,12 @@ def build_records(seed: int = SEED) -> list[PromptRecord]:
     for label, kind, style, near, text in _extra_train_groups():
         group = "x" + _group_id(label, kind, text)
         for variant in _variants(text, style, extra_rng):
+            records.append(PromptRecord(variant, label, kind, "train", group, style, near))
+    # The blind-written seeds after those, with a third stream, for the same reason.
+    blind_rng = random.Random(seed + 2)
+    for label, kind, style, near, text in _blind_train_groups():
+        group = "blind-" + _group_id(label, kind, text)
+        for variant in _variants(text, style, blind_rng):
             records.append(PromptRecord(variant, label, kind, "train", group, style, near))
     return records
 
