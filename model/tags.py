@@ -16,6 +16,9 @@ model can emit crashes the parser or smuggles markup into the T2V prompt:
 - Other markup inside a caption (`<b>`, `<script>`) is stripped; whitespace is folded;
   control characters are removed; the caption is capped at `max_caption_chars` on a
   word boundary.
+- The text around the tags keeps its layout (`tidy_text`): line breaks and each line's
+  indentation stay, so code and lists in an answer stay readable; spaces inside a line
+  fold to one, trailing spaces go, and blank lines fold to one.
 """
 
 from __future__ import annotations
@@ -36,6 +39,21 @@ class ParsedReply:
     text: str  # reply with tags replaced by `[video:N]` markers
     captions: tuple[str, ...]
     truncated: bool = False  # the last caption's tag was never closed
+
+
+def tidy_text(text: str) -> str:
+    """`text` with its lines and their indentation kept, spaces inside each line folded to
+    one, trailing spaces dropped, runs of blank lines folded to one, and the ends stripped."""
+    lines: list[str] = []
+    for line in text.splitlines():
+        words = line.split()
+        if not words:
+            if lines and lines[-1]:
+                lines.append("")
+            continue
+        indent = line[: len(line) - len(line.lstrip())]
+        lines.append(indent + " ".join(words))
+    return "\n".join(lines).strip()
 
 
 def normalize_caption(raw: str, max_chars: int = DEFAULT_MAX_CAPTION_CHARS) -> str:
@@ -86,8 +104,7 @@ def parse_reply(
         close_caption(len(reply))
     else:
         out.append(reply[cursor:])
-    text = _SPACE.sub(" ", "".join(out)).strip()
-    return ParsedReply(text=text, captions=tuple(captions), truncated=truncated)
+    return ParsedReply(text=tidy_text("".join(out)), captions=tuple(captions), truncated=truncated)
 
 
 _MARKER = re.compile(r"\[video:(\d+)\]")

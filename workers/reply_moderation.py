@@ -96,7 +96,7 @@ def settled_length(raw: str) -> int:
 class StreamModerator:
     """Raw deltas in, deltas of the moderated reply out.
 
-    Text outside caption tags goes out as it comes (whitespace folded and stripped as
+    Text outside caption tags goes out as it comes (tidied as
     `model.tags.parse_reply` does, so each delta extends what the final reply says); a
     caption is held until its tag closes, judged, and goes out as its `[video:N]` marker or
     the withheld notice. What is still held when decoding ends (a caption cut by the token

@@ -25,6 +25,20 @@ def fold(text: str) -> str:
     return " ".join(text.split())
 
 
+def assert_same_layout(got: str, source: str) -> None:
+    """`got` is `source` tidied: the same words on the same non-blank lines, each non-first
+    line with its indentation, no trailing spaces, at most one blank line in a row."""
+    def rows(text: str) -> list[list[str]]:
+        return [line.split() for line in text.splitlines() if line.split()]
+
+    assert rows(got) == rows(source)
+    assert got == got.strip()
+    assert "\n\n\n" not in got
+    assert all(line == line.rstrip() for line in got.splitlines())
+    indents = [line[: len(line) - len(line.lstrip())] for line in source.splitlines() if line.split()]
+    assert [line[: len(line) - len(line.lstrip())] for line in got.splitlines() if line.split()][1:] == indents[1:]
+
+
 replies = st.lists(st.one_of(st.sampled_from(FRAGMENTS), st.text(max_size=40)), max_size=30).map("".join)
 
 
@@ -67,7 +81,8 @@ def test_one_marker_per_caption_numbered_in_order(reply: str) -> None:
 def test_text_without_tags_round_trips(text: str) -> None:
     assume(_TAG.search(text) is None)
     parsed = parse_reply(text)
-    assert parsed == ParsedReply(text=fold(text), captions=(), truncated=False)
+    assert parsed.captions == () and not parsed.truncated
+    assert_same_layout(parsed.text, text)
 
 
 plain = st.text(alphabet=st.characters(exclude_characters="<>["), max_size=30)
@@ -91,7 +106,7 @@ def test_well_formed_replies_give_back_their_captions(parts, tail: str) -> None:
     reply += tail
     parsed = parse_reply(reply)
     assert parsed.captions == tuple(expected_captions)
-    assert parsed.text == fold(expected_text + tail)
+    assert_same_layout(parsed.text, expected_text + tail)
     assert not parsed.truncated
 
 
@@ -115,7 +130,9 @@ def test_well_formed_replies_give_back_their_captions(parts, tail: str) -> None:
         ("<video >spaced</video >", "[video:0]", ("spaced",), False),
         ("<video>a</video7>", "[video:0]", ("a",), False),  # any closer closes
         ("<video>tab\there\x00 and\u200b bell\x07</video>", "[video:0]", ("tab here and bell",), False),  # controls
-        ("no   tags\n\nat all", "no tags at all", (), False),
+        ("no   tags\n\n\n\nat all  ", "no tags\n\nat all", (), False),  # lines kept, blank runs folded
+        ("Run:\n```\ndef f():\n    return 1\n```", "Run:\n```\ndef f():\n    return 1\n```", (), False),  # code
+        ("1. one\n2. <video>a cat</video>\n   indented", "1. one\n2. [video:0]\n   indented", ("a cat",), False),
         ("< video>not a tag</ video>", "< video>not a tag</ video>", (), False),
     ],
 )

@@ -25,6 +25,7 @@ REPLIES = [
     "cut short: <video>a red square that blee",
     "  folded   whitespace \n\n <video>  a   boat </video>  ",
     " ".join(f"<video>clip {i}</video>" for i in range(10)),  # past MAX_CAPTIONS
+    "Try this:\r\n```\nfor i in range(3):\n    print(i)  \n```\n\n\n<video>a cat</video>\n  done",  # layout kept
 ]
 
 
