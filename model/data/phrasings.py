@@ -159,3 +159,17 @@ def video_request(objects: Sequence[ShapeObject], rng: np.random.Generator,
         return family, fill(template, rng, split, clause=describe_request_clause(objects, rng, split))
     family, template = draw_template(requests["object"], rng, split)
     return family, fill(template, rng, split, what=describe_request_objects(objects, rng, split))
+
+
+def shapes_world_prompts(split: PhrasingSplit, requests: int = 300, questions_each: int = 50,
+                         seed: int = 0) -> list[str]:
+    """What a user of the shapes world types, in `split`'s wording: `requests` video requests,
+    then `questions_each` shape, colour and motion questions (seeded, so the same every run)."""
+    from model.data.shapes import WorldConfig, sample_objects
+
+    rng = np.random.default_rng(seed)
+    world = WorldConfig()
+    texts = [video_request(sample_objects(rng, world, world.min_frames), rng, split)[1] for _ in range(requests)]
+    for attribute in ("shape", "colour", "motion"):
+        texts += [question(attribute, rng, split)[1] for _ in range(questions_each)]
+    return texts

@@ -122,6 +122,15 @@ def everyday_flagged(moderator: TextModerator) -> tuple[int, int]:
     return sum(v.flagged for v in verdicts), len(prompts)
 
 
+def shapes_world_flagged(moderator: TextModerator) -> tuple[int, int]:
+    """(flagged, total) over shapes-world video requests and questions in held-out wording
+    ("Render a red square heading up for me."): what the moderator must let through."""
+    from model.data.phrasings import shapes_world_prompts
+
+    verdicts = moderator.check_many(shapes_world_prompts("test"), source="eval")
+    return sum(v.flagged for v in verdicts), len(verdicts)
+
+
 def _parse_threshold(item: str) -> tuple[str, float]:
     category, _, value = item.partition("=")
     return category, float(value)
@@ -144,6 +153,9 @@ def main(argv: list[str] | None = None) -> int:
     print(format_report(report, n_prompts, moderator.thresholds))
     flagged, total = everyday_flagged(moderator)
     print(f"flagged everyday chat prompts (held out): {flagged}/{total} = {flagged / max(1, total):.3f}")
+    flagged, total = shapes_world_flagged(moderator)
+    print(f"flagged shapes-world requests and questions (held-out wording): {flagged}/{total} = "
+          f"{flagged / max(1, total):.3f}")
     return 0
 
 

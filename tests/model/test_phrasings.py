@@ -8,7 +8,7 @@ import re
 import numpy as np
 import pytest
 
-from model.data.phrasings import fill, phrasings, question, video_request
+from model.data.phrasings import fill, phrasings, question, shapes_world_prompts, video_request
 from model.data.questions import ATTRIBUTES, answer_is_correct, attribute_question
 from model.data.shapes import ShapeObject, ShapesRecord, WorldConfig, sample_objects, sample_video
 
@@ -199,3 +199,18 @@ def _other(attribute: str, value: str) -> str:
     from model.data.questions import VOCABULARY
 
     return next(v for v in VOCABULARY[attribute] if v != value)  # type: ignore[index]
+
+
+def test_shapes_world_prompts_are_seeded_and_in_their_split_wording() -> None:
+    held_out = shapes_world_prompts("test", requests=40, questions_each=10)
+    assert held_out == shapes_world_prompts("test", requests=40, questions_each=10)
+    assert held_out != shapes_world_prompts("test", requests=40, questions_each=10, seed=1)
+    assert len(held_out) == 40 + 3 * 10
+    train_templates = {t for _, families in all_families() for f in families if f.split == "train"
+                       for t in f.templates}
+    # every held-out request comes from a held-out family: none starts like a train-only template
+    train_openings = {t.split("{")[0] for t in train_templates if not t.startswith("{")}
+    test_openings = {t.split("{")[0] for _, families in all_families() for f in families if f.split == "test"
+                     for t in f.templates}
+    only_train = {o for o in train_openings - test_openings if len(o) > 12}
+    assert not [text for text in held_out[:40] if any(text.startswith(o) for o in only_train)]

@@ -214,6 +214,10 @@ def test_eval_command_prints_metrics_per_category_and_holds_the_measured_level(c
     # over-refusal 0.045 = 12/265 held-out look-alikes); the issue's target is the next test.
     assert f1 >= 0.89
     assert over_refusal <= 0.06
+    # shapes-world requests and questions in held-out wording: 1/450 measured; they must pass
+    shapes = float(re.search(r"shapes-world requests and questions \(held-out wording\): \d+/450 = ([\d.]+)",
+                             out).group(1))
+    assert shapes <= 0.02
 
 
 def test_eval_meets_the_issue_target(capsys) -> None:  # issue #5: F1 >= 0.9, over-refusal <= 5%
