@@ -58,7 +58,7 @@ def test_everyday_question_gets_the_base_models_answer(engine) -> None:
 
 
 def test_held_out_videos_in_held_out_wording(engine, tmp_path: Path) -> None:
-    generate_split(tmp_path, "test", 4, seed=12345, cfg=WORLD, progress=False)
+    generate_split(tmp_path, "test", 8, seed=12345, cfg=WORLD, progress=False)
     rng = np.random.default_rng(7)
     wrong = []
     for record in read_records(tmp_path / "test.jsonl"):
@@ -67,8 +67,11 @@ def test_held_out_videos_in_held_out_wording(engine, tmp_path: Path) -> None:
             reply = _ask(engine, (Turn("user", q.question, ("v",)),), {"v": str(tmp_path / record.video)}, 24)
             if not answer_is_correct(reply, q):
                 wrong.append((q.question, reply))
-    # 16 questions; one miss is within held-out accuracy, more is a broken checkpoint.
-    assert len(wrong) <= 1, wrong
+    # 32 questions. The shipped checkpoint's held-out single-object accuracy averages about 0.93
+    # over the four attributes (motion the weakest, ~0.8: `eval.json`), so a few misses are
+    # expected; a broken checkpoint (wrong video tokens, adapter not loaded) answers near chance
+    # (1 in 3-5) and misses most.
+    assert len(wrong) <= 6, wrong
 
 
 def _object(shape: str, colour: str, motion: str) -> ShapeObject:
