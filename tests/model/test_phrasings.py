@@ -214,3 +214,20 @@ def test_shapes_world_prompts_are_seeded_and_in_their_split_wording() -> None:
                      for t in f.templates}
     only_train = {o for o in train_openings - test_openings if len(o) > 12}
     assert not [text for text in held_out[:40] if any(text.startswith(o) for o in only_train)]
+
+
+def test_blind_families_keep_out_of_held_out_wording() -> None:
+    """The rule the `blind-*` families were filtered by (phrasings.json `_doc`): no held-out
+    word, and no template within near-duplicate distance of a held-out one."""
+    import difflib
+
+    p = phrasings()
+    held_words = {w.lower() for words in p.vocabulary.values() for w in words.test}
+    held_templates = [t for _, families in all_families() for f in families if f.split == "test" for t in f.templates]
+    blind = [t for _, families in all_families() for f in families if f.family.startswith("blind-")
+             for t in f.templates]
+    assert len(blind) >= 50
+    for template in blind:
+        assert not set(re.findall(r"[a-z]+", template.lower())) & held_words, template
+        for other in held_templates:
+            assert difflib.SequenceMatcher(None, template.lower(), other.lower()).ratio() < 0.75, (template, other)
