@@ -18,7 +18,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel
 
-from model.data.shapes import ShapeObject, first_mover, object_names
+from model.data.shapes import ShapeObject, WorldConfig, first_mover, object_names, sample_objects
 
 PHRASINGS_PATH = Path(__file__).with_name("phrasings.json")
 PhrasingSplit = Literal["train", "test"]
@@ -165,8 +165,6 @@ def shapes_world_prompts(split: PhrasingSplit, requests: int = 300, questions_ea
                          seed: int = 0) -> list[str]:
     """What a user of the shapes world types, in `split`'s wording: `requests` video requests,
     then `questions_each` shape, colour and motion questions (seeded, so the same every run)."""
-    from model.data.shapes import WorldConfig, sample_objects
-
     rng = np.random.default_rng(seed)
     world = WorldConfig()
     texts = [video_request(sample_objects(rng, world, world.min_frames), rng, split)[1] for _ in range(requests)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import functools
 import re
 
@@ -219,8 +220,6 @@ def test_shapes_world_prompts_are_seeded_and_in_their_split_wording() -> None:
 def test_blind_families_keep_out_of_held_out_wording() -> None:
     """The rule the `blind-*` families were filtered by (phrasings.json `_doc`): no held-out
     word, and no template within near-duplicate distance of a held-out one."""
-    import difflib
-
     p = phrasings()
     held_words = {w.lower() for words in p.vocabulary.values() for w in words.test}
     held_templates = [t for _, families in all_families() for f in families if f.split == "test" for t in f.templates]
