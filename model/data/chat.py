@@ -85,10 +85,24 @@ def safety_requests(split: str) -> list[ChatPrompt]:
 _SENTENCE_END = re.compile(r"[.!?](?=\s|$)|\n")
 
 
+_FENCE = "```"
+
+
 def trim_to_sentence(text: str, min_chars: int = 20) -> str | None:
-    """The text up to its last sentence end; None when that leaves too little."""
+    """The text up to its last sentence end; None when that leaves too little.
+
+    A cut inside a code block keeps the block's full lines and closes it, so no answer
+    the model learns from stops in an open block; a block left with no line of code is
+    dropped with its opening fence.
+    """
     ends = [m.end() for m in _SENTENCE_END.finditer(text)]
-    trimmed = text[: ends[-1]].strip() if ends else ""
+    kept = text[: ends[-1]] if ends else ""
+    if kept.count(_FENCE) % 2:
+        opening = kept.rfind(_FENCE)
+        block = kept[opening: kept.rfind("\n") + 1].rstrip()  # the fence line and the block's full lines
+        has_code = "\n" in block and block.split("\n", 1)[1].strip()
+        kept = kept[:opening] + block + "\n" + _FENCE if has_code else kept[:opening]
+    trimmed = kept.strip()
     return trimmed if len(trimmed) >= min_chars else None
 
 

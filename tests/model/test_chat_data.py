@@ -37,6 +37,23 @@ def test_trim_gives_none_when_too_little_is_left(text: str) -> None:
     assert trim_to_sentence(text) is None
 
 
+@pytest.mark.parametrize(("text", "expected"), [
+    # cut inside a block: its full lines are kept and the block is closed
+    ("Here is an example:\n\n```python\nimport os\n\ndef main():\n    print(os.getcwd())\n\n# Start the",
+     "Here is an example:\n\n```python\nimport os\n\ndef main():\n    print(os.getcwd())\n```"),
+    ("Use this:\n```bash\nkill -9 1234\nps aux | gre", "Use this:\n```bash\nkill -9 1234\n```"),
+    # a closed block before the cut is left alone
+    ("Run it:\n```bash\nls -la\n```\nThat lists the files. Then you can ch",
+     "Run it:\n```bash\nls -la\n```\nThat lists the files."),
+    # a block cut before its first line of code goes, opening fence and all
+    ("You can do it with a loop. Here is how.\n```python\nfor i in ran", "You can do it with a loop. Here is how."),
+])
+def test_trim_never_leaves_a_code_block_open(text: str, expected: str) -> None:
+    trimmed = trim_to_sentence(text)
+    assert trimmed == expected
+    assert trimmed.count("```") % 2 == 0
+
+
 def test_trim_min_chars_is_a_parameter() -> None:
     assert trim_to_sentence("Too short. and more", min_chars=5) == "Too short."
     assert trim_to_sentence("Too short. and more", min_chars=11) is None
