@@ -43,12 +43,14 @@ def test_cli_asks_every_two_object_video_about_both_bindings(captions: Path, tmp
         assert 2 <= len(conv.messages) // 2 <= 4
         for question, answer in zip(conv.messages[::2], conv.messages[1::2], strict=True):
             assert question.role == "user" and answer.role == "assistant"
-            (colour,) = _named(question.content, COLOURS) or {None}
-            if colour is not None:  # "Which shape is red?": the red object's shape, nothing else
+            colours = _named(question.content, COLOURS)
+            if len(colours) == 1:  # "Which shape is red?": the red object's shape, nothing else
+                (colour,) = colours
                 (obj,) = [o for o in record.objects if o.colour == colour]
                 assert _named(answer.content, SHAPES) == {obj.shape}, (question.content, answer.content)
                 asked["shape"] += 1
                 continue
+            # "What colour is the triangle?", "Is the triangle red, green, blue or yellow?": by its shape
             (shape,) = _named(question.content, SHAPES)
             (obj,) = [o for o in record.objects if o.shape == shape]
             if _named(answer.content, COLOURS):  # "What colour is the triangle?": that object's colour
