@@ -100,7 +100,7 @@ def trim_to_sentence(text: str, min_chars: int = 20) -> str | None:
     if kept.count(_FENCE) % 2:
         opening = kept.rfind(_FENCE)
         block = kept[opening: kept.rfind("\n") + 1].rstrip()  # the fence line and the block's full lines
-        has_code = "\n" in block and block.split("\n", 1)[1].strip()
+        has_code = bool(block.partition("\n")[2].strip())
         kept = kept[:opening] + block + "\n" + _FENCE if has_code else kept[:opening]
     trimmed = kept.strip()
     return trimmed if len(trimmed) >= min_chars else None
